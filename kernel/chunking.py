@@ -1,0 +1,246 @@
+"""Splitting documents into chunks for embedding.
+
+Sizes count characters (`unit="chars"`) or approximate tokens (`unit="tokens"`: words and
+punctuation marks, the regex `\\w+|[^\\w\\s]`, about 1.3 per English word of a BPE model).
+
+Markdown is split on headings first: a chunk never spans two sections, and carries its
+heading path (`"Install > Linux"`). Inside a section, text is packed from whole blocks
+(paragraphs and fenced code blocks); a block too large for one chunk is split on lines,
+then sentences, then words, and a fenced code block only on its lines. Consecutive
+chunks of a section overlap by about `overlap` units, starting at a word boundary and
+never inside a code block.
+
+Every chunk keeps its character offsets: `text[chunk.start:chunk.end] == chunk.text`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+Unit = Literal["chars", "tokens"]
+TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+_WORD_RE = re.compile(r"\S+")
+_HEADING_RE = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.+?)[ \t#]*$")
+_FENCE_RE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+TEXT_SUFFIXES = (".md", ".markdown", ".txt", ".rst", ".text")
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    text: str
+    index: int
+    start: int
+    end: int
+    heading: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    start: int
+    end: int
+    code: bool = False
+
+
+class _Measure:
+    """Size of `text[a:b]` in the chosen unit, in O(log n)."""
+
+    def __init__(self, text: str, unit: Unit) -> None:
+        if unit not in ("chars", "tokens"):
+            raise ValueError(f"unknown chunk unit {unit!r}; expected 'chars' or 'tokens'")
+        self.unit = unit
+        pattern = TOKEN_RE if unit == "tokens" else _WORD_RE
+        found = list(pattern.finditer(text))
+        self.starts = [m.start() for m in found]
+        self.ends = [m.end() for m in found]
+
+    def size(self, a: int, b: int) -> int:
+        if self.unit == "chars":
+            return b - a
+        # tokens fully inside [a, b)
+        first = bisect.bisect_left(self.starts, a)
+        last = bisect.bisect_right(self.ends, b)
+        return max(0, last - first)
+
+    def back(self, end: int, amount: int, floor: int) -> int:
+        """A start position about `amount` units before `end`, at a word/token start."""
+        if amount <= 0:
+            return end
+        target = end - amount if self.unit == "chars" else None
+        if target is not None:
+            i = bisect.bisect_left(self.starts, max(target, floor))
+        else:
+            i = bisect.bisect_left(self.starts, end) - amount
+            i = max(i, bisect.bisect_left(self.starts, floor))
+        return self.starts[i] if i < len(self.starts) and self.starts[i] < end else end
+
+
+def sections(text: str, markdown: bool = True) -> list[tuple[str, _Span, list[_Span]]]:
+    """(heading path, section span, blocks) for each section of `text`."""
+    lines = text.splitlines(keepends=True)
+    out: list[tuple[str, _Span, list[_Span]]] = []
+    path: list[tuple[int, str]] = []
+    heading = ""
+    sec_start = 0
+    blocks: list[_Span] = []
+    para_start: int | None = None
+    fence: str | None = None
+    fence_start = 0
+    pos = 0
+
+    def close_para(at: int) -> None:
+        nonlocal para_start
+        if para_start is not None:
+            blocks.append(_Span(para_start, at))
+            para_start = None
+
+    for line in lines:
+        end = pos + len(line)
+        stripped = line.strip()
+        if fence is not None:
+            if stripped.startswith(fence) and stripped.strip(fence[0]) == "":
+                blocks.append(_Span(fence_start, end, code=True))
+                fence = None
+            pos = end
+            continue
+        m_fence = _FENCE_RE.match(line) if markdown else None
+        m_head = _HEADING_RE.match(line.rstrip("\r\n")) if markdown else None
+        if m_fence:
+            close_para(pos)
+            fence, fence_start = m_fence.group(1), pos
+        elif m_head:
+            close_para(pos)
+            if blocks:
+                out.append((heading, _Span(sec_start, pos), blocks))
+            level = len(m_head.group(1))
+            path = [p for p in path if p[0] < level] + [(level, m_head.group(2).strip())]
+            heading = " > ".join(p[1] for p in path)
+            sec_start = pos
+            blocks = [_Span(pos, end)]
+        elif not stripped:
+            close_para(pos)
+        elif para_start is None:
+            para_start = pos
+        pos = end
+    if fence is not None:  # unterminated fence: code to the end
+        blocks.append(_Span(fence_start, pos, code=True))
+    close_para(pos)
+    if blocks:
+        out.append((heading, _Span(sec_start, pos), blocks))
+    return out
+
+
+def _split_block(text: str, span: _Span, size: int, m: _Measure) -> list[_Span]:
+    """Split one block into pieces of at most `size` units (hard cuts only as a last resort)."""
+    if m.size(span.start, span.end) <= size:
+        return [span]
+    separators: list[re.Pattern[str]] = [re.compile(r"\n")]
+    if not span.code:
+        separators += [_SENTENCE_END, re.compile(r"\s+")]
+    for sep in separators:
+        cuts = [mt.end() for mt in sep.finditer(text, span.start, span.end)]
+        cuts = [c for c in cuts if span.start < c < span.end]
+        if not cuts:
+            continue
+        pieces: list[_Span] = []
+        a = span.start
+        for c in [*cuts, span.end]:
+            pieces.append(_Span(a, c, span.code))
+            a = c
+        out: list[_Span] = []
+        for p in pieces:
+            out.extend(_split_block(text, p, size, m))
+        return out
+    # no separator left: cut at `size` characters (or tokens)
+    out, a = [], span.start
+    while a < span.end:
+        b = a + size
+        if m.unit == "tokens":
+            i = bisect.bisect_left(m.starts, a) + size
+            b = m.starts[i] if i < len(m.starts) else span.end
+        b = min(max(b, a + 1), span.end)
+        out.append(_Span(a, b, span.code))
+        a = b
+    return out
+
+
+def _strip(text: str, a: int, b: int) -> tuple[int, int]:
+    while a < b and text[a].isspace():
+        a += 1
+    while b > a and text[b - 1].isspace():
+        b -= 1
+    return a, b
+
+
+def split_text(
+    text: str,
+    size: int = 1000,
+    overlap: int = 100,
+    unit: Unit = "chars",
+    markdown: bool = True,
+) -> list[Chunk]:
+    """Chunks of `text` of at most `size` units (see the module docstring)."""
+    if size < 1:
+        raise ValueError(f"chunk size must be at least 1, got {size}")
+    if overlap < 0 or overlap >= size:
+        raise ValueError(f"chunk overlap must be in [0, size), got {overlap} with size {size}")
+    m = _Measure(text, unit)
+    chunks: list[Chunk] = []
+    for heading, _section, blocks in sections(text, markdown):
+        pieces: list[_Span] = []
+        for block in blocks:
+            pieces.extend(_split_block(text, block, size, m))
+        code = [p for p in pieces if p.code]
+        i = 0
+        prev_end: int | None = None
+        while i < len(pieces):
+            start = pieces[i].start
+            if prev_end is not None and overlap:
+                s = m.back(prev_end, overlap, floor=chunks[-1].start + 1 if chunks else 0)
+                inside = next((c for c in code if c.start < s < c.end), None)
+                if inside is not None:
+                    s = inside.end
+                if s < start and m.size(s, pieces[i].end) <= size:
+                    start = s
+            end = pieces[i].end
+            i += 1
+            while i < len(pieces) and m.size(start, pieces[i].end) <= size:
+                end = pieces[i].end
+                i += 1
+            a, b = _strip(text, start, end)
+            if a < b:
+                chunks.append(Chunk(text[a:b], len(chunks), a, b, heading))
+            prev_end = end
+    return chunks
+
+
+def load_text(path: Path) -> str:
+    """The text of a .md/.txt file (UTF-8, undecodable bytes replaced)."""
+    return path.read_text(encoding="utf-8", errors="replace")
+
+
+def iter_files(
+    paths: list[Path], suffixes: tuple[str, ...] = TEXT_SUFFIXES
+) -> list[tuple[Path, Path]]:
+    """(file, root) for every text file under `paths` (files or folders), sorted, no dups."""
+    found: dict[Path, Path] = {}
+    for p in paths:
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and f.suffix.lower() in suffixes and not _hidden(f.relative_to(p)):
+                    found.setdefault(f.resolve(), p)
+        elif p.is_file():
+            found.setdefault(p.resolve(), p.parent)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {p}")
+    return [(f, root) for f, root in found.items()]
+
+
+def _hidden(rel: Path) -> bool:
+    return any(part.startswith(".") for part in rel.parts)
+
+

@@ -1,0 +1,492 @@
+"""Kernel functions: the unit the kernel invokes, offers as tools and plans with.
+
+A `KernelFunction` has a fully qualified name `plugin.function`, a reversible tool name
+`plugin-function` that every provider accepts, a JSON schema for its parameters, and
+validates its arguments before it runs. `NativeFunction` wraps a Python callable marked
+with `@kernel_function`; prompt functions live in `prompt_function.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Literal,
+    TypeVar,
+    get_args,
+    get_origin,
+    get_type_hints,
+    overload,
+)
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic.fields import FieldInfo
+
+from .contents import Usage
+from .errors import ArgumentError, DuplicateNameError, PluginError
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+
+NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+TOOL_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+TOOL_NAME_SEPARATOR = "-"
+
+Concurrency = Literal["parallel", "sequential", "exclusive"]
+"""How the tool loop may run a function: with others (`parallel`), one call at a time in
+request order (`sequential`), or alone, with nothing else running (`exclusive`)."""
+
+
+class KernelArguments(dict[str, Any]):
+    """The arguments of one invocation. A plain dict; `settings` optionally overrides
+    execution settings of prompt functions for this call."""
+
+    __slots__ = ("settings",)
+
+    def __init__(self, *args: Any, settings: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.settings: dict[str, Any] = dict(settings or {})
+
+
+@dataclass(slots=True)
+class FunctionResult:
+    """What a function returned, with the usage of every model call made on its behalf
+    (nested calls included) and the cost when the model is priced (None: unpriced)."""
+
+    function: str
+    value: Any
+    usage: Usage = field(default_factory=Usage)
+    cost: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return "" if self.value is None else str(self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class ParameterInfo:
+    name: str
+    description: str = ""
+    schema: dict[str, Any] = field(default_factory=dict)
+    required: bool = True
+    default: Any = None
+
+
+def check_name(kind: str, name: str, where: str = "") -> str:
+    if not NAME_PATTERN.match(name):
+        raise PluginError(
+            f"invalid {kind} name {name!r}{where}: use letters, digits and underscores, "
+            "not starting with a digit"
+        )
+    return name
+
+
+def tool_name_for(plugin: str, function: str) -> str:
+    """The provider-safe, reversible tool name of `plugin.function`."""
+    name = f"{plugin}{TOOL_NAME_SEPARATOR}{function}"
+    if not TOOL_NAME_PATTERN.match(name):
+        raise PluginError(f"{plugin}.{function}: tool name {name!r} is longer than 64 characters")
+    return name
+
+
+def parse_function_name(name: str) -> tuple[str, str]:
+    """Split `plugin.function` or a tool name `plugin-function` into its two parts."""
+    for sep in (".", TOOL_NAME_SEPARATOR):
+        plugin, found, function = name.partition(sep)
+        if found and plugin and function and sep not in function:
+            return plugin, function
+    raise ValueError(f"not a function name: {name!r} (expected 'plugin.function')")
+
+
+class KernelFunction(ABC):
+    """Common interface of native and prompt functions."""
+
+    name: str
+    plugin_name: str
+    description: str
+    needs_approval: bool = False
+    concurrency: Concurrency = "parallel"
+    timeout: float | None = None
+
+    _arguments_model: type[BaseModel] | None
+    _parameters: list[ParameterInfo]
+
+    @property
+    def fully_qualified_name(self) -> str:
+        return f"{self.plugin_name}.{self.name}"
+
+    @property
+    def tool_name(self) -> str:
+        return tool_name_for(self.plugin_name, self.name)
+
+    @property
+    def parameters(self) -> list[ParameterInfo]:
+        return self._parameters
+
+    @property
+    def parameters_schema(self) -> dict[str, Any]:
+        """JSON schema (type object) of the arguments, as offered to models."""
+        properties: dict[str, Any] = {}
+        for p in self._parameters:
+            prop = dict(p.schema)
+            if p.description:
+                prop["description"] = p.description
+            if not p.required and p.default is not None:
+                prop.setdefault("default", p.default)
+            properties[p.name] = prop
+        return {
+            "type": "object",
+            "properties": properties,
+            "required": [p.name for p in self._parameters if p.required],
+            "additionalProperties": False,
+        }
+
+    @property
+    def return_schema(self) -> dict[str, Any]:
+        return {}
+
+    def bind_positional(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Map positional values (template calls, SK syntax) to parameters in order."""
+        if not args:
+            return kwargs
+        names = [p.name for p in self._parameters]
+        if len(args) > len(names):
+            raise ArgumentError(
+                self.fully_qualified_name, None,
+                f"takes {len(names)} argument(s) but {len(args)} were given positionally",
+            )
+        bound = dict(zip(names, args, strict=False))
+        for key in kwargs:
+            if key in bound:
+                raise ArgumentError(self.fully_qualified_name, key, "given both by position and by name")
+        bound.update(kwargs)
+        return bound
+
+    def validate(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """Check and coerce arguments against the parameter schema.
+
+        Raises ArgumentError naming the function, the parameter and the problem.
+        """
+        model = self._arguments_model
+        if model is None:
+            if arguments:
+                extra = next(iter(arguments))
+                raise ArgumentError(self.fully_qualified_name, extra, "unexpected argument (the function takes none)")
+            return {}
+        try:
+            validated = model.__pydantic_validator__.validate_python(arguments)
+        except ValidationError as exc:
+            raise argument_error_from(self.fully_qualified_name, exc) from None
+        return validated.__dict__
+
+    @abstractmethod
+    async def run(self, kernel: Kernel, arguments: dict[str, Any]) -> Any:
+        """Run with validated arguments; return the value (prompt functions return a
+        FunctionResult-ready value and report usage through the kernel)."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.fully_qualified_name}>"
+
+
+def argument_error_from(function: str, exc: ValidationError) -> ArgumentError:
+    """Turn pydantic's error into one naming the (first) bad parameter and the problem;
+    further problems are appended."""
+    problems = []
+    first_param: str | None = None
+    for err in exc.errors(include_url=False):
+        loc = err.get("loc") or ()
+        param = str(loc[0]) if loc else None
+        if first_param is None:
+            first_param = param
+        kind = err.get("type")
+        if kind == "missing":
+            msg = "missing required argument"
+        elif kind == "extra_forbidden":
+            msg = "unexpected argument"
+        else:
+            inner = ".".join(str(p) for p in loc[1:])
+            msg = err.get("msg", "invalid value") + (f" (at {inner})" if inner else "")
+            given = err.get("input")
+            if not isinstance(given, dict | list) and given is not None:
+                text = repr(given)
+                msg += f"; got {text[:60] + '...' if len(text) > 60 else text}"
+        problems.append(msg if param == first_param and not problems else f"{param}: {msg}")
+    return ArgumentError(function, first_param, "; ".join(problems))
+
+
+# --- native functions ---------------------------------------------------------------------
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionMarker:
+    """Metadata that `@kernel_function` attaches to a callable."""
+
+    name: str | None = None
+    description: str | None = None
+    needs_approval: bool = False
+    concurrency: Concurrency = "parallel"
+    timeout: float | None = None
+    thread: bool = False
+
+
+MARKER_ATTRIBUTE = "__kernel_function__"
+
+
+@overload
+def kernel_function(func: F, /) -> F: ...
+
+
+@overload
+def kernel_function(
+    func: None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    needs_approval: bool = False,
+    concurrency: Concurrency = "parallel",
+    timeout: float | None = None,
+    thread: bool = False,
+) -> Callable[[F], F]: ...
+
+
+def kernel_function(
+    func: F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    needs_approval: bool = False,
+    concurrency: Concurrency = "parallel",
+    timeout: float | None = None,
+    thread: bool = False,
+) -> F | Callable[[F], F]:
+    """Mark a function or method as a kernel function.
+
+    Parameters and the return type come from type hints; `Annotated[T, "description"]`
+    or `Annotated[T, Field(description=...)]` documents a parameter. A parameter annotated
+    `Kernel` or `KernelArguments` is injected, not offered to models. `needs_approval`
+    asks the approval callback before automatic calls; `concurrency` tells the tool loop
+    whether the function may run beside others; `thread=True` runs a blocking sync
+    function in a worker thread.
+    """
+    marker = FunctionMarker(name, description, needs_approval, concurrency, timeout, thread)
+
+    def mark(f: F) -> F:
+        target = f.__func__ if isinstance(f, staticmethod | classmethod) else f
+        setattr(target, MARKER_ATTRIBUTE, marker)
+        return f
+
+    return mark(func) if func is not None else mark
+
+
+def _is_injected(param: inspect.Parameter, hint: Any) -> str | None:
+    """'kernel' or 'arguments' when the parameter asks for injection."""
+    from .kernel import Kernel
+
+    base = get_args(hint)[0] if get_origin(hint) is Annotated else hint
+    if base is Kernel or (param.name == "kernel" and hint is inspect.Parameter.empty):
+        return "kernel"
+    if base is KernelArguments:
+        return "arguments"
+    return None
+
+
+def _describe(hint: Any) -> tuple[Any, str, FieldInfo | None]:
+    """Split `Annotated[T, "doc" | Field(...)]` into type, description, field info."""
+    if get_origin(hint) is not Annotated:
+        return hint, "", None
+    base, *extras = get_args(hint)
+    description, info = "", None
+    for extra in extras:
+        if isinstance(extra, str):
+            description = extra
+        elif isinstance(extra, FieldInfo):
+            info = extra
+            description = extra.description or description
+    return base, description, info
+
+
+class NativeFunction(KernelFunction):
+    """A Python callable (sync or async) exposed as a kernel function."""
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        plugin_name: str,
+        name: str | None = None,
+        description: str | None = None,
+        needs_approval: bool | None = None,
+        concurrency: Concurrency | None = None,
+        timeout: float | None = None,
+        thread: bool | None = None,
+    ) -> None:
+        marker: FunctionMarker = getattr(func, MARKER_ATTRIBUTE, None) or FunctionMarker()
+        self.func = func
+        self.plugin_name = check_name("plugin", plugin_name)
+        raw_name = name or marker.name or getattr(func, "__name__", "")
+        self.name = check_name("function", raw_name, f" ({plugin_name})")
+        doc = inspect.getdoc(func) or ""
+        self.description = description or marker.description or doc.split("\n\n")[0].strip()
+        self.needs_approval = marker.needs_approval if needs_approval is None else needs_approval
+        self.concurrency = concurrency or marker.concurrency
+        self.timeout = timeout if timeout is not None else marker.timeout
+        self._thread = marker.thread if thread is None else thread
+        self._is_async = inspect.iscoroutinefunction(func)
+        self._inject_kernel: str | None = None
+        self._inject_arguments: str | None = None
+        self._build_schema()
+
+    def _build_schema(self) -> None:
+        where = f"{self.plugin_name}.{self.name}"
+        try:
+            hints = get_type_hints(self.func, include_extras=True)
+        except Exception as exc:  # unresolved forward references
+            raise PluginError(f"{where}: cannot resolve type hints: {exc}") from None
+        fields: dict[str, Any] = {}
+        params: list[ParameterInfo] = []
+        for param in inspect.signature(self.func).parameters.values():
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                raise PluginError(f"{where}: *args/**kwargs parameters cannot be offered to models")
+            hint = hints.get(param.name, inspect.Parameter.empty)
+            injected = _is_injected(param, hint)
+            if injected == "kernel":
+                self._inject_kernel = param.name
+                continue
+            if injected == "arguments":
+                self._inject_arguments = param.name
+                continue
+            base, description, info = _describe(hint)
+            if base is inspect.Parameter.empty:
+                base = Any
+            required = param.default is inspect.Parameter.empty
+            default = ... if required else param.default
+            if info is not None:
+                field_info = Field(default=default, description=description or None,
+                                   **{k: v for k, v in info._attributes_set.items() if k not in ("default", "description")})
+                fields[param.name] = (base, field_info)
+            else:
+                fields[param.name] = (base, default)
+            try:
+                schema = TypeAdapter(base).json_schema()
+            except Exception as exc:
+                raise PluginError(f"{where}: parameter {param.name!r} has no JSON schema: {exc}") from None
+            schema.pop("title", None)
+            params.append(ParameterInfo(param.name, description, schema, required, None if required else param.default))
+        self._parameters = params
+        self._return_hint = hints.get("return", Any)
+        self._arguments_model = (
+            create_model(  # type: ignore[call-overload]
+                f"{self.plugin_name}_{self.name}_arguments",
+                __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
+                **fields,
+            )
+            if fields
+            else None
+        )
+
+    @property
+    def return_schema(self) -> dict[str, Any]:
+        hint = self._return_hint
+        if hint in (None, type(None)):
+            return {"type": "null"}
+        try:
+            schema = TypeAdapter(hint).json_schema()
+        except Exception:
+            return {}
+        schema.pop("title", None)
+        return schema
+
+    async def run(self, kernel: Kernel, arguments: dict[str, Any]) -> Any:
+        if self._inject_kernel is not None:
+            arguments[self._inject_kernel] = kernel
+        if self._inject_arguments is not None:
+            arguments[self._inject_arguments] = KernelArguments(arguments)
+        if self._is_async:
+            return await self.func(**arguments)
+        if self._thread:
+            return await asyncio.to_thread(self.func, **arguments)
+        result = self.func(**arguments)
+        if inspect.isawaitable(result):
+            return await result
+        return result
+
+
+# --- plugins ------------------------------------------------------------------------------
+
+
+class KernelPlugin:
+    """A named group of functions."""
+
+    __slots__ = ("description", "functions", "name", "source")
+
+    def __init__(self, name: str, functions: Mapping[str, KernelFunction] | None = None, *,
+                 description: str = "", source: str = "") -> None:
+        self.name = check_name("plugin", name)
+        self.description = description
+        self.source = source
+        self.functions: dict[str, KernelFunction] = {}
+        for fn in (functions or {}).values():
+            self.add(fn)
+
+    def add(self, function: KernelFunction) -> None:
+        if function.name in self.functions:
+            raise DuplicateNameError(f"plugin {self.name!r} already has a function {function.name!r}")
+        self.functions[function.name] = function
+
+    def __iter__(self) -> Any:
+        return iter(self.functions.values())
+
+    def __len__(self) -> int:
+        return len(self.functions)
+
+    def __getitem__(self, name: str) -> KernelFunction:
+        return self.functions[name]
+
+    @classmethod
+    def from_object(cls, obj: Any, name: str | None = None, description: str | None = None) -> KernelPlugin:
+        """Collect `@kernel_function` members of a module, class instance or class."""
+        plugin_name = name or _default_plugin_name(obj)
+        doc = (inspect.getdoc(obj) or "").split("\n\n")[0] if not inspect.ismodule(obj) else \
+            (obj.__doc__ or "").strip().split("\n\n")[0]
+        plugin = cls(plugin_name, description=description if description is not None else doc,
+                     source=getattr(obj, "__file__", None) or type(obj).__qualname__)
+        for attr in dir(obj):
+            if attr.startswith("__"):
+                continue
+            try:
+                member = inspect.getattr_static(obj, attr)
+            except AttributeError:
+                continue
+            raw = member.__func__ if isinstance(member, staticmethod | classmethod) else member
+            if getattr(raw, MARKER_ATTRIBUTE, None) is None:
+                continue
+            if inspect.ismodule(obj) and getattr(raw, "__module__", obj.__name__) != obj.__name__:
+                continue  # imported from elsewhere
+            plugin.add(NativeFunction(getattr(obj, attr), plugin_name=plugin_name))
+        return plugin
+
+
+def _default_plugin_name(obj: Any) -> str:
+    if inspect.ismodule(obj):
+        return obj.__name__.rsplit(".", 1)[-1]
+    if inspect.isclass(obj):
+        return obj.__name__
+    return type(obj).__name__
+
+
+def is_kernel_function(obj: Any) -> bool:
+    return getattr(obj, MARKER_ATTRIBUTE, None) is not None
+
+
+AsyncCallable = Callable[..., Awaitable[Any]]

@@ -1,0 +1,116 @@
+"""structlog configuration and secret redaction.
+
+Every log line passes through `redact`, which masks values of secret-looking keys
+(`api_key`, `authorization`, `token`, ...), every secret value the kernel knows of (keys
+from the configuration and provider environment variables), and common key shapes
+(`sk-...`, `Bearer ...`) wherever they appear in a string.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+import structlog
+
+MASK = "***"
+_SECRET_KEYS = re.compile(r"(api[_-]?key|authorization|token|secret|password|passwd|x-api-key|dsn)", re.I)
+_SECRET_SHAPES = re.compile(
+    r"(sk-[A-Za-z0-9_\-]{8,}|sk-ant-[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9._\-]{8,}"
+    r"|(?<=://)[^/\s:@]+:[^/\s@]+(?=@))"
+)
+_PROVIDER_KEY_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AZURE_OPENAI_API_KEY")
+
+_known_secrets: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret value so that it is masked wherever it would be logged."""
+    if value and len(value) >= 6:
+        _known_secrets.add(value)
+
+
+def register_secrets(values: Iterable[str | None]) -> None:
+    for value in values:
+        register_secret(value)
+
+
+def mask_text(text: str) -> str:
+    """`text` with every known secret and secret-shaped token masked."""
+    for secret in _known_secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return _SECRET_SHAPES.sub(MASK, text)
+
+
+def _scrub(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return mask_text(value)
+    if depth > 4:
+        return value
+    if isinstance(value, dict):
+        return {k: (MASK if isinstance(k, str) and _SECRET_KEYS.search(k) else _scrub(v, depth + 1))
+                for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_scrub(v, depth + 1) for v in value)
+    if isinstance(value, BaseException):
+        return mask_text(f"{type(value).__name__}: {value}")
+    return value
+
+
+def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: mask secrets in every field of the event."""
+    for key, value in list(event_dict.items()):
+        if _SECRET_KEYS.search(key):
+            event_dict[key] = MASK
+        else:
+            event_dict[key] = _scrub(value)
+    return event_dict
+
+
+def _format_exc_redacted(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    exc = event_dict.get("exception")
+    if isinstance(exc, str):
+        event_dict["exception"] = mask_text(exc)
+    return event_dict
+
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_configured = False
+
+
+def configure(level: str = "warning", fmt: str = "console", stream: Any = None) -> None:
+    """Configure structlog for the kernel (idempotent; an application may configure
+    structlog itself instead, but should keep `redact` in its processors)."""
+    global _configured
+    register_secrets(os.environ.get(name) for name in _PROVIDER_KEY_ENV)
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.processors.LogfmtRenderer(key_order=["timestamp", "level", "event"], drop_missing=True)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact,
+            structlog.processors.format_exc_info,
+            _format_exc_redacted,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.WARNING)),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    _configured = True
+
+
+def get_logger(name: str = "kernel") -> Any:
+    if not _configured:
+        configure()
+    return structlog.get_logger(name)

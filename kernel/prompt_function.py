@@ -1,0 +1,201 @@
+"""Prompt functions: a Jinja template plus settings, rendered and sent to a chat model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ConfigDict, create_model
+
+from .contents import ChatMessage, ChatResponse
+from .errors import InvocationError, PluginError
+from .functions import KernelFunction, ParameterInfo, check_name
+from .prompts import TEMPLATES, CompiledTemplate, parse_chat, prepare_variables
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+
+_JSON_TYPES: dict[str, Any] = {
+    "string": str,
+    "integer": int,
+    "number": float,
+    "boolean": bool,
+    "array": list,
+    "object": dict,
+}
+
+_MISSING: Any = object()
+
+
+@dataclass(slots=True)
+class InputVariable:
+    """One input of a prompt function.
+
+    `trusted=True` inserts the value into the template without escaping, so it may
+    contain `<message>` markup: only for text the application itself controls.
+    """
+
+    name: str
+    description: str = ""
+    default: Any = _MISSING
+    required: bool | None = None
+    type: str | None = None
+    trusted: bool = False
+    schema: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_required(self) -> bool:
+        if self.required is not None:
+            return self.required and self.default is _MISSING
+        return self.default is _MISSING
+
+
+class PromptFunction(KernelFunction):
+    """A function whose body is a prompt template.
+
+    `execution_settings` maps a service name (or ``"default"``) to settings such as
+    `max_tokens` and `temperature`; `service` picks the chat service (else the kernel's
+    default); `output_schema` asks for structured JSON output, parsed into the result.
+    """
+
+    def __init__(
+        self,
+        template: str,
+        *,
+        name: str,
+        plugin_name: str = "prompts",
+        description: str = "",
+        input_variables: Sequence[InputVariable] | None = None,
+        execution_settings: Mapping[str, Mapping[str, Any]] | None = None,
+        output_schema: dict[str, Any] | None = None,
+        service: str | None = None,
+        source: str | None = None,
+        needs_approval: bool = False,
+    ) -> None:
+        self.name = check_name("function", name)
+        self.plugin_name = check_name("plugin", plugin_name)
+        self.description = description
+        self.template_source = template
+        self.source = source or f"{plugin_name}.{name}"
+        self.template: CompiledTemplate = TEMPLATES.get(template, self.source)
+        self.execution_settings = {k: dict(v) for k, v in (execution_settings or {}).items()}
+        self.output_schema = output_schema
+        self.service = service
+        self.needs_approval = needs_approval
+        self._functions_used: frozenset[str] = frozenset()
+        declared = {v.name: v for v in input_variables or ()}
+        for var in sorted(self.template.variables - set(declared)):
+            declared[var] = InputVariable(var)  # discovered in the template: a required string
+        self.inputs: dict[str, InputVariable] = declared
+        self._trusted = frozenset(v.name for v in declared.values() if v.trusted)
+        self._build_schema()
+
+    @classmethod
+    def from_template(
+        cls,
+        template: str,
+        *,
+        name: str,
+        plugin: str = "prompts",
+        description: str = "",
+        inputs: Sequence[InputVariable | str] | Mapping[str, Any] | None = None,
+        settings: Mapping[str, Any] | None = None,
+        output_schema: dict[str, Any] | None = None,
+        service: str | None = None,
+        trusted: Sequence[str] = (),
+    ) -> PromptFunction:
+        """Convenience constructor: `inputs` may be names, InputVariables, or a mapping
+        of name to default value; `settings` are the default execution settings."""
+        variables: list[InputVariable] = []
+        if isinstance(inputs, Mapping):
+            variables = [InputVariable(k, default=v, trusted=k in trusted) for k, v in inputs.items()]
+        else:
+            for item in inputs or ():
+                var = InputVariable(item) if isinstance(item, str) else item
+                if var.name in trusted:
+                    var.trusted = True
+                variables.append(var)
+        for name_ in trusted:
+            if not any(v.name == name_ for v in variables):
+                variables.append(InputVariable(name_, trusted=True))
+        return cls(
+            template,
+            name=name,
+            plugin_name=plugin,
+            description=description,
+            input_variables=variables,
+            execution_settings={"default": dict(settings)} if settings else None,
+            output_schema=output_schema,
+            service=service,
+        )
+
+    def _build_schema(self) -> None:
+        fields: dict[str, Any] = {}
+        params: list[ParameterInfo] = []
+        for var in self.inputs.values():
+            schema = dict(var.schema) or {"type": var.type or "string"}
+            py_type: Any = _JSON_TYPES.get(schema.get("type", ""), Any) if var.type or var.schema else Any
+            required = var.is_required
+            default = None if var.default is _MISSING else var.default
+            fields[var.name] = (py_type, ... if required else default)
+            params.append(ParameterInfo(var.name, var.description, schema, required, default))
+        self._parameters = params
+        self._arguments_model = (
+            create_model(  # type: ignore[call-overload]
+                f"{self.plugin_name}_{self.name}_arguments",
+                __config__=ConfigDict(extra="forbid"),
+                **fields,
+            )
+            if fields
+            else None
+        )
+
+    def settings_for(self, service_name: str) -> dict[str, Any]:
+        """Execution settings for a service: its own entry, else `default`."""
+        specific = self.execution_settings.get(service_name)
+        if specific is not None:
+            return dict(specific)
+        return dict(self.execution_settings.get("default", {}))
+
+    async def render(self, kernel: Kernel, arguments: Mapping[str, Any]) -> str:
+        """The rendered prompt text (escaped values, before chat parsing)."""
+        variables = prepare_variables(arguments, self._trusted)
+        return await self.template.render(variables, kernel.template_functions())
+
+    async def render_messages(self, kernel: Kernel, arguments: Mapping[str, Any]) -> list[ChatMessage]:
+        return parse_chat(await self.render(kernel, arguments))
+
+    async def run(self, kernel: Kernel, arguments: dict[str, Any]) -> Any:
+        messages = await kernel.render_prompt(self, arguments)
+        overrides = getattr(arguments, "settings", None)
+        response = await kernel.complete_for_function(self, messages, overrides)
+        return self.parse_output(response)
+
+    def parse_output(self, response: ChatResponse) -> Any:
+        text = response.message.content
+        if self.output_schema is None:
+            return text
+        try:
+            return json.loads(_strip_fences(text))
+        except json.JSONDecodeError as exc:
+            raise InvocationError(
+                f"{self.fully_qualified_name}: the model's output is not the JSON the "
+                f"output schema asks for ({exc.msg} at position {exc.pos})"
+            ) from None
+
+
+def _strip_fences(text: str) -> str:
+    stripped = text.strip()
+    if stripped.startswith("```"):
+        stripped = stripped.split("\n", 1)[1] if "\n" in stripped else ""
+        if stripped.rstrip().endswith("```"):
+            stripped = stripped.rstrip()[:-3]
+    return stripped
+
+
+def ensure_prompt_function(obj: Any) -> PromptFunction:
+    if not isinstance(obj, PromptFunction):
+        raise PluginError(f"{obj!r} is not a prompt function")
+    return obj

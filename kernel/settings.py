@@ -1,0 +1,190 @@
+"""Configuration: one pydantic-settings model read from `kernel.toml`, `KERNEL_*`
+environment variables (nested with `__`) and `.env`.
+
+Precedence, highest first: arguments given in code, environment variables, `.env`,
+`kernel.toml`, defaults. Switching a whole application to another provider is one edit,
+for example `KERNEL_DEFAULT_CHAT=openai` or `[services.chat] provider = "anthropic"`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from .errors import ConfigurationError
+
+CONFIG_ENV_VAR = "KERNEL_CONFIG"
+DEFAULT_CONFIG_FILE = "kernel.toml"
+
+
+class RetrySettings(BaseModel):
+    """Retries owned by the kernel (SDK retries are off)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(3, ge=1, le=20, description="attempts per service, first included")
+    initial_backoff: float = Field(0.5, ge=0, description="seconds before the first retry")
+    max_backoff: float = Field(20.0, ge=0, description="cap of one backoff, seconds")
+    multiplier: float = Field(2.0, ge=1)
+    jitter: float = Field(0.2, ge=0, le=1, description="fraction of random spread on each backoff")
+    max_retry_after: float = Field(60.0, ge=0, description="cap on a provider's Retry-After")
+
+
+class ServiceSettings(BaseModel):
+    """One named service: a chat model, an embedding model or a vector store."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str = Field(description="connector name: openai, anthropic, local, sqlite, ...")
+    model: str | None = None
+    api_key: SecretStr | None = None
+    api_key_env: str | None = Field(
+        None, description="environment variable holding the key (default per provider)"
+    )
+    base_url: str | None = None
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="default execution settings (temperature, max_tokens...)"
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="connector options (model_path, n_ctx, dsn, path...)"
+    )
+    timeout: float | None = Field(None, gt=0, description="per-request timeout, seconds")
+    deadline: float | None = Field(None, gt=0, description="whole call incl. retries, seconds")
+    max_concurrency: int = Field(16, ge=1, description="concurrent requests to this service")
+    retry: RetrySettings | None = None
+    fallbacks: list[str] = Field(default_factory=list, description="services tried in order")
+
+    def secret(self, default_env: str | None = None) -> str | None:
+        """The API key: from the settings, else from `api_key_env` or the provider default."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        env = self.api_key_env or default_env
+        return os.environ.get(env) if env else None
+
+
+class LogSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    level: Literal["debug", "info", "warning", "error"] = "warning"
+    format: Literal["console", "json"] = "console"
+    log_values: bool = Field(False, description="log argument and prompt values (opt-in)")
+
+
+class ToolLoopSettings(BaseModel):
+    """Policy of the automatic function-calling loop (overridable per call)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_rounds: int = Field(8, ge=1)
+    max_calls: int = Field(64, ge=1)
+    max_tokens: int | None = Field(None, ge=1, description="token budget over the whole loop")
+    max_concurrency: int = Field(8, ge=1)
+    max_argument_bytes: int = Field(64_000, ge=1)
+    tool_timeout: float | None = Field(60.0, gt=0)
+    max_repeats: int = Field(2, ge=1, description="same call with same arguments allowed N times")
+    on_exhausted: Literal["final_call", "error"] = "final_call"
+
+
+class Price(BaseModel):
+    """Price per million tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: float
+    output: float
+    cached_input: float | None = None
+
+
+class KernelSettings(BaseSettings):
+    """The whole configuration of a kernel."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KERNEL_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        toml_file=None,
+    )
+    _config_file: ClassVar[Path | None] = None
+
+    services: dict[str, ServiceSettings] = Field(default_factory=dict)
+    default_chat: str | None = Field(None, description="service used when a function names none")
+    default_embedding: str | None = None
+    default_memory: str | None = None
+    plugin_dirs: list[Path] = Field(default_factory=list)
+    strict_plugins: bool = Field(False, description="fail when a plugin cannot be loaded")
+    plugin_autoload: bool = Field(True, description="load third-party plugins from entry points")
+    plugin_allowlist: str | None = Field(
+        None, description="comma-separated entry-point names allowed to autoload (default: all)"
+    )
+    standard_plugins: bool = Field(True, description="register the standard plugins (time, math...)")
+    max_call_depth: int = Field(16, ge=1, description="nesting limit of function calls")
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    tool_loop: ToolLoopSettings = Field(default_factory=ToolLoopSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    prices: dict[str, Price] = Field(default_factory=dict, description="keyed by model id")
+    cache_dir: Path = Field(
+        default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        / "orchestration-kernel"
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources = [init_settings, env_settings, dotenv_settings]
+        if cls._config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._config_file))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, config_file: str | Path | None = None, **overrides: Any) -> KernelSettings:
+        """Read the configuration.
+
+        `config_file` (or `$KERNEL_CONFIG`) must exist; without either, `./kernel.toml` is
+        read when present. Errors name the file and the setting at fault.
+        """
+        path: Path | None
+        explicit = config_file or os.environ.get(CONFIG_ENV_VAR)
+        if explicit:
+            path = Path(explicit)
+            if not path.is_file():
+                raise ConfigurationError(f"config file not found: {path}")
+        else:
+            path = Path(DEFAULT_CONFIG_FILE) if Path(DEFAULT_CONFIG_FILE).is_file() else None
+        if path is not None:
+            try:
+                tomllib.loads(path.read_text(encoding="utf-8"))
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigurationError(f"{path}: invalid TOML: {exc}") from None
+            except UnicodeDecodeError as exc:
+                raise ConfigurationError(f"{path}: not UTF-8 text: {exc}") from None
+        bound = type(cls.__name__, (cls,), {"_config_file": path, "__module__": cls.__module__})
+        try:
+            return bound(**overrides)
+        except ValidationError as exc:
+            origin = str(path) if path else "environment"
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            )
+            raise ConfigurationError(f"invalid configuration ({origin}): {problems}") from None
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration as plain data, secrets masked."""
+        return self.model_dump(mode="json")  # SecretStr dumps as '**********'

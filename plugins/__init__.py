@@ -1,0 +1,1 @@
+"""The standard plugins: native modules and prompt-function folders."""
