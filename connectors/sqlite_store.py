@@ -185,9 +185,9 @@ class SQLiteVectorStore:
             (collection,),
         ).fetchall()
         if rows:
-            matrix = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(-1, dim)
-            norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-            matrix = matrix / np.where(norms == 0, 1.0, norms)
+            raw = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(-1, dim)
+            norms = np.linalg.norm(raw, axis=1, keepdims=True)
+            matrix: np.ndarray = raw / np.where(norms == 0, 1.0, norms).astype(np.float32)
         else:
             matrix = np.zeros((0, dim), dtype=np.float32)
         built = _Matrix(
@@ -205,7 +205,8 @@ class SQLiteVectorStore:
         for start in range(0, len(rids), 500):
             part = list(rids[start : start + 500])
             marks = ",".join("?" * len(part))
-            for row in self._conn.execute(f"SELECT {cols} FROM records WHERE rid IN ({marks})", part):
+            sql = f"SELECT {cols} FROM records WHERE rid IN ({marks})"
+            for row in self._conn.execute(sql, part):
                 vector = np.frombuffer(row[4], dtype=np.float32).tolist() if with_vectors else None
                 out[row[0]] = MemoryRecord(row[1], row[2], vector, json.loads(row[3]))
         return out
@@ -268,7 +269,9 @@ class SQLiteVectorStore:
                 dim = len(vec)
             check_dimension(collection, dim, len(vec), rec.id)
             if not np.all(np.isfinite(vec)):
-                raise MemoryError_(f"record {rec.id!r} in collection {collection!r}: non-finite vector")
+                raise MemoryError_(
+                    f"record {rec.id!r} in collection {collection!r}: non-finite vector"
+                )
             try:
                 meta = json.dumps(rec.metadata, ensure_ascii=False, sort_keys=True)
             except (TypeError, ValueError) as exc:
@@ -283,7 +286,8 @@ class SQLiteVectorStore:
                 (collection, dim, time.time()),
             )
             self._conn.executemany(
-                "INSERT INTO records(collection, id, text, vector, metadata) VALUES (?, ?, ?, ?, ?) "
+                "INSERT INTO records(collection, id, text, vector, metadata) "
+                "VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT(collection, id) DO UPDATE SET text = excluded.text, "
                 "vector = excluded.vector, metadata = excluded.metadata",
                 rows,
@@ -374,7 +378,9 @@ class SQLiteVectorStore:
         norm = float(np.linalg.norm(q))
         scores = m.matrix @ (q / norm if norm else q)
         if flt is not None:
-            mask = np.fromiter((matches(flt, md) for md in m.metadata()), dtype=bool, count=len(m.ids))
+            mask = np.fromiter(
+                (matches(flt, md) for md in m.metadata()), dtype=bool, count=len(m.ids)
+            )
             candidates = np.flatnonzero(mask)
             if candidates.size == 0:
                 return []
@@ -382,7 +388,10 @@ class SQLiteVectorStore:
         else:
             candidates = None
         k = min(k, scores.shape[0])
-        top = np.argpartition(-scores, k - 1)[:k] if k < scores.shape[0] else np.arange(scores.shape[0])
+        if k < scores.shape[0]:
+            top = np.argpartition(-scores, k - 1)[:k]
+        else:
+            top = np.arange(scores.shape[0])
         top = top[np.lexsort((top, -scores[top]))]  # by score, ties by insertion order
         rows = top if candidates is None else candidates[top]
         rids = [int(m.rids[i]) for i in rows]
@@ -430,12 +439,12 @@ class SQLiteVectorStore:
     ) -> list[SearchHit]:
         flt = parse_filter(filter)
         n = max(4 * k, 20)
-        return await self._run(
-            lambda: fuse_rrf(
-                [self._search(collection, vector, n, flt), self._keyword_search(collection, query, n, flt)],
-                k,
-            )
-        )
+        def both() -> list[SearchHit]:
+            by_vector = self._search(collection, vector, n, flt)
+            by_keyword = self._keyword_search(collection, query, n, flt)
+            return fuse_rrf([by_vector, by_keyword], k)
+
+        return await self._run(both)
 
     async def close(self) -> None:
         with self._lock:
