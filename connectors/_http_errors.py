@@ -1,0 +1,113 @@
+"""Shared helpers of the HTTP connectors: map SDK and transport exceptions to the kernel's
+error tree, read `Retry-After`, build the missing-key error, keep secrets out of messages.
+
+The OpenAI and Anthropic SDKs share the same exception shapes (`APIStatusError`,
+`APITimeoutError`, `APIConnectionError`, all built on `httpx2`), so one mapper serves both;
+each connector passes its SDK module in.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+from types import ModuleType
+from typing import Any
+
+from kernel.errors import (
+    MissingSecretError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderStatusError,
+    ProviderTimeoutError,
+)
+
+_MAX_DETAIL = 400
+
+
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `retry-after` (seconds or an HTTP date)."""
+    if not headers:
+        return None
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def redact(text: str, secret: str | None) -> str:
+    """`text` without `secret`, shortened to a readable length."""
+    if secret and len(secret) >= 4:
+        text = text.replace(secret, "***")
+    if len(text) > _MAX_DETAIL:
+        text = text[:_MAX_DETAIL] + "..."
+    return text
+
+
+def _body_message(body: object) -> str | None:
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict):
+            message = error.get("message")
+            if isinstance(message, str) and message:
+                return message
+        elif isinstance(error, str):
+            return error
+        message = body.get("message")
+        if isinstance(message, str):
+            return message
+    return None
+
+
+def map_exception(
+    exc: BaseException,
+    sdk: ModuleType,
+    *,
+    provider: str,
+    model: str,
+    secret: str | None = None,
+) -> ProviderError | None:
+    """The kernel error for an SDK or transport exception, or None if it is neither."""
+    import httpx2
+
+    kw: dict[str, Any] = {"provider": provider, "model": model}
+    if isinstance(exc, sdk.APITimeoutError | httpx2.TimeoutException):
+        return ProviderTimeoutError(f"{provider} request timed out", **kw)
+    if isinstance(exc, sdk.APIConnectionError | httpx2.TransportError):
+        cause = exc.__cause__ if isinstance(exc, sdk.APIConnectionError) else exc
+        reason = f": {type(cause).__name__}: {redact(str(cause), secret)}" if cause else ""
+        return ProviderConnectionError(f"could not reach {provider}{reason}", **kw)
+    if isinstance(exc, sdk.APIStatusError):
+        response = exc.response
+        message = _body_message(exc.body) or getattr(exc, "message", "") or "error"
+        return ProviderStatusError(
+            f"{provider} request failed: {redact(str(message), secret)}",
+            status_code=response.status_code,
+            retry_after=parse_retry_after(response.headers),
+            **kw,
+        )
+    if isinstance(exc, sdk.APIError):
+        message = _body_message(getattr(exc, "body", None)) or str(exc)
+        return ProviderError(f"{provider} request failed: {redact(message, secret)}", **kw)
+    return None
+
+
+def missing_key(service: str, provider: str, env: str) -> MissingSecretError:
+    return MissingSecretError(
+        f"service {service!r} (provider {provider}) needs an API key: set the environment "
+        f"variable {env}, or `api_key` (or `api_key_env`) in [services.{service}] of kernel.toml"
+    )

@@ -1,0 +1,491 @@
+"""OpenAI chat and embedding connectors; also every OpenAI-compatible server via `base_url`.
+
+Configuration (`[services.NAME]`, provider `openai`, kind chat or embedding):
+
+* `model` (required for chat; embeddings default to `text-embedding-3-small`).
+* `api_key`, or the variable named by `api_key_env`, or `OPENAI_API_KEY`. When
+  `base_url` is set and no key is found, the placeholder `"not-needed"` is sent (local
+  servers ignore it); set `options.api_key_required = true` to insist on a real key.
+  Without `base_url` a missing key raises `MissingSecretError` naming the variable.
+* `timeout`: per-request timeout in seconds (the SDK's default otherwise). The SDK's own
+  retries are off: the kernel's resilience layer owns retries.
+* `options.json_schema_mode`: how `ChatRequest.output_schema` is sent. `"json_schema"`
+  (default) is OpenAI's structured output, `{"type": "json_schema", "json_schema":
+  {...}}`; `"json_object"` sends `{"type": "json_object", "schema": ...}`, the form
+  llama-cpp-python's server turns into a grammar. `options.strict_schema` (default false)
+  sets `strict` in json_schema mode (OpenAI's strict mode restricts the schemas accepted).
+* `options.stream_usage` (default true): ask for usage in streams (`stream_options`).
+* Embeddings: `options.dimension` (known for OpenAI's models: text-embedding-3-small
+  1536, text-embedding-3-large 3072, text-embedding-ada-002 1536; required otherwise),
+  `options.batch_size` (default 256 texts per request).
+
+Execution settings policy: `max_tokens`, `temperature`, `top_p`, `stop`, `seed`,
+`presence_penalty`, `frequency_penalty`, `logit_bias`, `user`, `parallel_tool_calls`,
+`reasoning_effort`, `max_completion_tokens` and `service_tier` are passed on; `n` other
+than 1 is refused (one request, one answer); `extra_body` (a table) is merged into the
+request body as is, for server-specific parameters (llama.cpp's `top_k`, ...). **Any other
+setting raises ConfigurationError** naming the setting, the service and the provider: a
+typo must not be silently ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from kernel.contents import (
+    ChatMessage,
+    ChatRequest,
+    ChatResponse,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    Usage,
+    UsageEvent,
+)
+from kernel.errors import ConfigurationError, ProviderError
+from kernel.hookspecs import hookimpl
+
+from ._http_errors import map_exception, missing_key
+
+if TYPE_CHECKING:
+    from kernel.settings import KernelSettings, RetrySettings, ServiceSettings
+
+PROVIDER = "openai"
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"
+EMBEDDING_DIMENSIONS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+PASSED_SETTINGS = frozenset(
+    {
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "user",
+        "parallel_tool_calls",
+        "reasoning_effort",
+        "max_completion_tokens",
+        "service_tier",
+    }
+)
+JSON_SCHEMA_MODES = ("json_schema", "json_object")
+_FINISH = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+}
+
+
+def _sdk() -> Any:
+    import openai
+
+    return openai
+
+
+def _client(
+    api_key: str,
+    base_url: str | None,
+    timeout: float | None,
+    http_client: Any,
+    options: dict[str, Any],
+) -> Any:
+    openai = _sdk()
+    kw: dict[str, Any] = {"api_key": api_key, "max_retries": 0}
+    if base_url:
+        kw["base_url"] = base_url
+    if timeout is not None:
+        kw["timeout"] = timeout
+    if http_client is not None:
+        kw["http_client"] = http_client
+    for name in ("organization", "project", "default_headers"):
+        if options.get(name) is not None:
+            kw[name] = options[name]
+    return openai.AsyncOpenAI(**kw)
+
+
+def _map_message(message: ChatMessage) -> dict[str, Any]:
+    role = message.role
+    if role == "tool":
+        return {
+            "role": "tool",
+            "tool_call_id": message.tool_call_id or "",
+            "content": message.content,
+        }
+    data: dict[str, Any] = {"role": role, "content": message.content}
+    if role == "assistant" and message.tool_calls:
+        data["content"] = message.content or None
+        data["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in message.tool_calls
+        ]
+    elif message.name and role == "user":
+        data["name"] = message.name
+    return data
+
+
+def _tool_choice(choice: ToolChoice) -> Any:
+    if choice.function:
+        return {"type": "function", "function": {"name": choice.function}}
+    return choice.mode
+
+
+def _usage(usage: Any) -> Usage:
+    if usage is None:
+        return Usage(requests=1)
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None) or 0
+    return Usage(
+        input_tokens=usage.prompt_tokens or 0,
+        output_tokens=usage.completion_tokens or 0,
+        cached_tokens=cached,
+        requests=1,
+    )
+
+
+class OpenAIChatModel:
+    """Chat completions over the official async SDK (one call per request, no retries)."""
+
+    provider = PROVIDER
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        timeout: float | None = None,
+        settings: dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None,
+        http_client: Any = None,
+        service: str | None = None,
+    ) -> None:
+        self.model = model
+        self.service = service or PROVIDER
+        self._where = f"service {self.service!r} (provider {PROVIDER})"
+        self.base_url = base_url
+        self.default_settings = dict(settings or {})
+        self.options = dict(options or {})
+        mode = self.options.get("json_schema_mode", "json_schema")
+        if mode not in JSON_SCHEMA_MODES:
+            raise ConfigurationError(
+                f"{self._where}: options.json_schema_mode must be "
+                f"one of {', '.join(JSON_SCHEMA_MODES)}, not {mode!r}"
+            )
+        self.json_schema_mode: str = mode
+        self.stream_usage = bool(self.options.get("stream_usage", True))
+        self._secret = api_key
+        self._sdk = _sdk()
+        self.client = _client(api_key, base_url, timeout, http_client, self.options)
+
+    def __repr__(self) -> str:
+        return f"OpenAIChatModel(model={self.model!r}, base_url={self.base_url!r})"
+
+    # -- request building ------------------------------------------------------------
+
+    def _params(self, request: ChatRequest) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": self.model,
+            "messages": [_map_message(m) for m in request.messages],
+        }
+        settings = (
+            {**self.default_settings, **request.settings}
+            if self.default_settings
+            else request.settings
+        )
+        for key, value in settings.items():
+            if value is None:
+                continue
+            if key in PASSED_SETTINGS:
+                params[key] = value
+            elif key == "n":
+                if value != 1:
+                    raise ConfigurationError(
+                        f"{self._where}: setting n={value!r} is not supported"
+                        ":: the kernel asks for one answer per request"
+                    )
+            elif key == "extra_body":
+                if not isinstance(value, dict):
+                    raise ConfigurationError(f"{self._where}: setting extra_body must be a table")
+                params["extra_body"] = value
+            else:
+                raise ConfigurationError(
+                    f"{self._where}: unknown execution setting "
+                    f"{key!r}; supported: {', '.join(sorted(PASSED_SETTINGS))}, or pass "
+                    "server-specific parameters in extra_body"
+                )
+        if request.tools:
+            params["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": t.parameters,
+                    },
+                }
+                for t in request.tools
+            ]
+        if request.tool_choice is not None and (
+            request.tools or request.tool_choice.mode == "none"
+        ):
+            params["tool_choice"] = _tool_choice(request.tool_choice)
+        if request.output_schema is not None:
+            if self.json_schema_mode == "json_object":
+                params["response_format"] = {"type": "json_object", "schema": request.output_schema}
+            else:
+                params["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": request.output_schema_name,
+                        "schema": request.output_schema,
+                        "strict": bool(self.options.get("strict_schema", False)),
+                    },
+                }
+        return params
+
+    def _error(self, exc: BaseException) -> ProviderError | None:
+        return map_exception(
+            exc, self._sdk, provider=PROVIDER, model=self.model, secret=self._secret
+        )
+
+    # -- calls -------------------------------------------------------------------------
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        params = self._params(request)
+        try:
+            response = await self.client.chat.completions.create(**params)
+        except Exception as exc:
+            error = self._error(exc)
+            if error is None:
+                raise
+            raise error from None
+        if not response.choices:
+            raise ProviderError(
+                f"{PROVIDER} answered with no choices", provider=PROVIDER, model=self.model
+            )
+        choice = response.choices[0]
+        message = choice.message
+        calls = [
+            ToolCall(c.id or f"call_{i}", c.function.name, c.function.arguments or "{}")
+            for i, c in enumerate(message.tool_calls or [])
+            if getattr(c, "function", None) is not None
+        ]
+        finish = _FINISH.get(choice.finish_reason or "", "unknown")
+        if calls and finish == "stop":
+            finish = "tool_calls"
+        return ChatResponse(
+            ChatMessage("assistant", message.content or "", calls),
+            finish,
+            _usage(response.usage),
+            response.model or self.model,
+        )
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        params = self._params(request)
+        params["stream"] = True
+        if self.stream_usage:
+            params["stream_options"] = {"include_usage": True}
+        finish = "stop"
+        model = self.model
+        usage: Usage | None = None
+        saw_calls = False
+        stream: Any = None
+        try:
+            stream = await self.client.chat.completions.create(**params)
+            async for chunk in stream:
+                if chunk.model:
+                    model = chunk.model
+                if chunk.usage is not None:
+                    usage = _usage(chunk.usage)
+                for choice in chunk.choices:
+                    if choice.index != 0:
+                        continue
+                    delta = choice.delta
+                    if delta is not None:
+                        if delta.content:
+                            yield TextDelta(delta.content)
+                        for call in delta.tool_calls or ():
+                            saw_calls = True
+                            function = call.function
+                            yield ToolCallDelta(
+                                call.index,
+                                call.id,
+                                function.name if function else None,
+                                (function.arguments or "") if function else "",
+                            )
+                    if choice.finish_reason:
+                        finish = _FINISH.get(choice.finish_reason, "unknown")
+        except Exception as exc:
+            error = self._error(exc)
+            if error is None:
+                raise
+            raise error from None
+        finally:
+            if stream is not None:
+                await stream.close()
+        if saw_calls and finish == "stop":
+            finish = "tool_calls"
+        yield UsageEvent(usage or Usage(requests=1))
+        yield StreamEnd(finish, model)
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+class OpenAIEmbeddingModel:
+    """Embeddings in batches; `dimension` is known before the first call."""
+
+    provider = PROVIDER
+
+    def __init__(
+        self,
+        model: str = DEFAULT_EMBEDDING_MODEL,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        timeout: float | None = None,
+        options: dict[str, Any] | None = None,
+        http_client: Any = None,
+        service: str | None = None,
+        retry: RetrySettings | None = None,
+    ) -> None:
+        self.model = model
+        self.service = service or PROVIDER
+        self._where = f"service {self.service!r} (provider {PROVIDER})"
+        self.options = dict(options or {})
+        native = EMBEDDING_DIMENSIONS.get(model)
+        dimension = self.options.get("dimension", native)
+        if not isinstance(dimension, int) or dimension < 1:
+            raise ConfigurationError(
+                f"{self._where}: the dimension of embedding model "
+                f"{model!r} is not known; set options.dimension in [services.{self.service}]"
+            )
+        self.dimension: int = dimension
+        # Only OpenAI's v3 models can shorten vectors; other servers may reject the field.
+        self._send_dimensions = native is not None and dimension != native
+        batch = self.options.get("batch_size", 256)
+        if not isinstance(batch, int) or batch < 1:
+            raise ConfigurationError(
+                f"{self._where}: options.batch_size must be a positive integer, not {batch!r}"
+            )
+        self.batch_size = batch
+        self.retry = retry
+        self._secret = api_key
+        self._sdk = _sdk()
+        self.client = _client(api_key, base_url, timeout, http_client, self.options)
+
+    async def _batch(self, texts: list[str]) -> list[list[float]]:
+        kw: dict[str, Any] = {"model": self.model, "input": texts, "encoding_format": "float"}
+        if self._send_dimensions:
+            kw["dimensions"] = self.dimension
+        attempts = self.retry.max_attempts if self.retry else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                response = await self.client.embeddings.create(**kw)
+                break
+            except Exception as exc:
+                error = map_exception(
+                    exc, self._sdk, provider=PROVIDER, model=self.model, secret=self._secret
+                )
+                if error is None:
+                    raise
+                error.with_service(self.service)
+                if self.retry is None or not error.retryable or attempt == attempts:
+                    raise error from None
+                await asyncio.sleep(_backoff(self.retry, attempt, error.retry_after))
+        vectors = [list(item.embedding) for item in sorted(response.data, key=lambda d: d.index)]
+        if len(vectors) != len(texts):
+            raise ProviderError(
+                f"{PROVIDER} returned {len(vectors)} embeddings for {len(texts)} texts",
+                service=self.service,
+                provider=PROVIDER,
+                model=self.model,
+            )
+        for vector in vectors:
+            if len(vector) != self.dimension:
+                raise ConfigurationError(
+                    f"{self._where}: model {self.model!r} returned "
+                    f"vectors of dimension {len(vector)}, but {self.dimension} is configured "
+                    f"(options.dimension)"
+                )
+        return vectors
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        items = list(texts)
+        out: list[list[float]] = []
+        for start in range(0, len(items), self.batch_size):
+            out.extend(await self._batch(items[start : start + self.batch_size]))
+        return out
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+def _backoff(retry: RetrySettings, attempt: int, retry_after: float | None) -> float:
+    if retry_after is not None:
+        return min(retry_after, retry.max_retry_after)
+    base = min(retry.max_backoff, retry.initial_backoff * retry.multiplier ** (attempt - 1))
+    return base * (1.0 - retry.jitter * random.random())
+
+
+def resolve_key(name: str, svc: ServiceSettings) -> str:
+    """The API key of service `name`, a placeholder for a local server, or MissingSecretError."""
+    key = svc.secret(DEFAULT_KEY_ENV)
+    if key:
+        return key
+    required = svc.options.get("api_key_required", svc.base_url is None)
+    if required:
+        raise missing_key(name, PROVIDER, svc.api_key_env or DEFAULT_KEY_ENV)
+    return "not-needed"
+
+
+def chat_factory(name: str, svc: ServiceSettings, settings: KernelSettings) -> OpenAIChatModel:
+    if not svc.model:
+        raise ConfigurationError(
+            f"service {name!r} (provider {PROVIDER}) needs a model: "
+            f"set `model` in [services.{name}]"
+        )
+    return OpenAIChatModel(
+        svc.model,
+        api_key=resolve_key(name, svc),
+        base_url=svc.base_url,
+        timeout=svc.timeout,
+        settings=svc.settings,
+        options=svc.options,
+        service=name,
+    )
+
+
+def embedding_factory(
+    name: str, svc: ServiceSettings, settings: KernelSettings
+) -> OpenAIEmbeddingModel:
+    return OpenAIEmbeddingModel(
+        svc.model or DEFAULT_EMBEDDING_MODEL,
+        api_key=resolve_key(name, svc),
+        base_url=svc.base_url,
+        timeout=svc.timeout,
+        options=svc.options,
+        service=name,
+        retry=svc.retry or settings.retry,
+    )
+
+
+@hookimpl
+def register_connectors(register: Any) -> None:
+    register("chat", PROVIDER, chat_factory)
+    register("embedding", PROVIDER, embedding_factory)
