@@ -26,7 +26,7 @@ from typing import (
     overload,
 )
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
 from .contents import Usage
@@ -134,19 +134,25 @@ class KernelFunction(ABC):
     def parameters_schema(self) -> dict[str, Any]:
         """JSON schema (type object) of the arguments, as offered to models."""
         properties: dict[str, Any] = {}
+        defs: dict[str, Any] = {}
         for p in self._parameters:
             prop = dict(p.schema)
+            # `$ref: "#/$defs/X"` resolves against the root: hoist each property's $defs there.
+            defs.update(prop.pop("$defs", None) or {})
             if p.description:
                 prop["description"] = p.description
             if not p.required and p.default is not None:
                 prop.setdefault("default", p.default)
             properties[p.name] = prop
-        return {
+        schema: dict[str, Any] = {
             "type": "object",
             "properties": properties,
             "required": [p.name for p in self._parameters if p.required],
             "additionalProperties": False,
         }
+        if defs:
+            schema["$defs"] = defs
+        return schema
 
     @property
     def return_schema(self) -> dict[str, Any]:
@@ -371,14 +377,12 @@ class NativeFunction(KernelFunction):
                 base = Any
             required = param.default is inspect.Parameter.empty
             default = ... if required else param.default
-            if info is not None:
-                field_info = Field(default=default, description=description or None,
-                                   **{k: v for k, v in info._attributes_set.items() if k not in ("default", "description")})
-                fields[param.name] = (base, field_info)
-            else:
-                fields[param.name] = (base, default)
+            # Keep the Field (constraints such as max_length live in its metadata) on the
+            # type, so validation and the schema both see them.
+            annotated = Annotated[base, info] if info is not None else base
+            fields[param.name] = (annotated, default)
             try:
-                schema = TypeAdapter(base).json_schema()
+                schema = TypeAdapter(annotated).json_schema()
             except Exception as exc:
                 raise PluginError(f"{where}: parameter {param.name!r} has no JSON schema: {exc}") from None
             schema.pop("title", None)
