@@ -388,10 +388,8 @@ class SQLiteVectorStore:
         else:
             candidates = None
         k = min(k, scores.shape[0])
-        if k < scores.shape[0]:
-            top = np.argpartition(-scores, k - 1)[:k]
-        else:
-            top = np.arange(scores.shape[0])
+        n = scores.shape[0]
+        top = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
         top = top[np.lexsort((top, -scores[top]))]  # by score, ties by insertion order
         rows = top if candidates is None else candidates[top]
         rids = [int(m.rids[i]) for i in rows]

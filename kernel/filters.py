@@ -293,7 +293,7 @@ def to_postgres(f: Filter | None, column: str = "metadata") -> tuple[str, list[A
         return (" AND " if isinstance(f, And) else " OR ").join(parts), params
     path = f.field.split(".") if f.field.count(".") else [f.field]
     # a literal key with dots that exists as-is is looked up first, as in `lookup`
-    target = f"COALESCE({column} -> %s, {column} #> %s::text[])"
+    target = f"COALESCE({column} -> %s::text, {column} #> %s::text[])"
     tparams: list[Any] = [f.field, path]
     op, value = f.op, f.value
     if op in ("eq", "ne"):
