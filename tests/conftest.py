@@ -1,0 +1,5 @@
+"""Shared test configuration: fixture plugins of the suite."""
+
+pytest_plugins = [
+    "tests.fixtures_postgres",
+]
