@@ -1,0 +1,438 @@
+"""Anthropic Messages API connector (provider `anthropic`, kind chat).
+
+Configuration (`[services.NAME]`): `model` (required), `api_key` or the variable named by
+`api_key_env` or `ANTHROPIC_API_KEY`, `base_url` (any server speaking the Messages wire
+format, e.g. a gateway or a test server), `timeout` (per request, seconds),
+`settings.max_tokens` (Anthropic requires it; default 1024). The SDK's retries are off: the
+kernel's resilience layer owns retries.
+
+Mapping of the provider-neutral request:
+
+* system messages go to the `system` field (several are joined by a blank line);
+* assistant tool calls become `tool_use` blocks; tool results become `tool_result` blocks
+  with the same `tool_use_id`, and every result of one assistant turn lands in ONE
+  following user turn (consecutive messages of the same role are merged, as the API
+  requires alternating roles);
+* tools are `{"name", "description", "input_schema"}`; tool_choice `auto` -> `auto`,
+  `required` -> `any`, a named function -> `{"type": "tool", "name": ...}`, `none` -> `none`;
+* JSON output (`ChatRequest.output_schema`) uses a forced tool call whose `input_schema` is
+  the schema; its input comes back as the JSON text of the answer (streamed as text
+  deltas). A schema that is not an object is wrapped in `{"value": ...}` and unwrapped.
+  When the request also offers tools, the model must call one of them or the output tool.
+
+Execution settings policy: `max_tokens`, `temperature`, `top_p`, `top_k`, `stop`
+(-> `stop_sequences`) and `user` (-> `metadata.user_id`) are sent; `extra_body` (a table) is
+merged into the request body. **Any other setting (seed, presence_penalty,
+frequency_penalty, ...) is dropped with a structlog warning**, once per setting and
+service, so that a prompt written for another provider still runs here.
+
+Usage: `input_tokens` counts every input token (Anthropic's `input_tokens` plus
+`cache_read_input_tokens` plus `cache_creation_input_tokens`); `cached_tokens` are the cache
+reads and `cache_write_tokens` the cache writes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from kernel.contents import (
+    ChatMessage,
+    ChatRequest,
+    ChatResponse,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    Usage,
+    UsageEvent,
+)
+from kernel.errors import ConfigurationError, ProviderError, ProviderStatusError
+from kernel.hookspecs import hookimpl
+
+from ._http_errors import map_exception, missing_key
+
+if TYPE_CHECKING:
+    from kernel.settings import KernelSettings, ServiceSettings
+
+log = structlog.get_logger("connectors.anthropic")
+
+PROVIDER = "anthropic"
+DEFAULT_KEY_ENV = "ANTHROPIC_API_KEY"
+DEFAULT_MAX_TOKENS = 1024
+_FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+    "pause_turn": "unknown",
+}
+# Anthropic error types (in an SSE `error` event the HTTP status is 200) -> status codes.
+_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+_TOOL_NAME = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+def _sdk() -> Any:
+    import anthropic
+
+    return anthropic
+
+
+def _output_tool_name(name: str) -> str:
+    return (_TOOL_NAME.sub("_", name) or "output")[:64]
+
+
+def _tool_input(arguments: str) -> dict[str, Any]:
+    try:
+        value = json.loads(arguments or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def convert_messages(messages: list[ChatMessage]) -> tuple[str | None, list[dict[str, Any]]]:
+    """The `system` text and the alternating user/assistant turns of the Messages API."""
+    system: list[str] = []
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        role = message.role
+        blocks: list[dict[str, Any]] = []
+        if role == "system":
+            if message.content:
+                system.append(message.content)
+            continue
+        if role == "tool":
+            role = "user"
+            blocks.append(
+                {
+                    "type": "tool_result",
+                    "tool_use_id": message.tool_call_id or "",
+                    "content": message.content,
+                }
+            )
+        else:
+            if message.content:
+                blocks.append({"type": "text", "text": message.content})
+            if role == "assistant":
+                blocks.extend(
+                    {"type": "tool_use", "id": c.id, "name": c.name, "input": _tool_input(c.arguments)}
+                    for c in message.tool_calls
+                )
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == role:
+            previous = turns[-1]["content"]
+            # tool_result blocks must open a user turn: keep them ahead of text.
+            if blocks[0]["type"] == "tool_result" and previous and previous[-1]["type"] == "text":
+                insert_at = next((i for i, b in enumerate(previous) if b["type"] != "tool_result"), len(previous))
+                previous[insert_at:insert_at] = blocks
+            else:
+                previous.extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    return ("\n\n".join(system) or None), turns
+
+
+def _tool_choice(choice: ToolChoice) -> dict[str, Any]:
+    if choice.function:
+        return {"type": "tool", "name": choice.function}
+    return {"type": {"auto": "auto", "required": "any", "none": "none"}[choice.mode]}
+
+
+def _usage(usage: Any) -> Usage:
+    read = getattr(usage, "cache_read_input_tokens", None) or 0
+    write = getattr(usage, "cache_creation_input_tokens", None) or 0
+    return Usage(
+        input_tokens=(getattr(usage, "input_tokens", None) or 0) + read + write,
+        output_tokens=getattr(usage, "output_tokens", None) or 0,
+        cached_tokens=read,
+        cache_write_tokens=write,
+        requests=1,
+    )
+
+
+class AnthropicChatModel:
+    """Messages API over the official async SDK (one call per request, no retries)."""
+
+    provider = PROVIDER
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        timeout: float | None = None,
+        settings: dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None,
+        http_client: Any = None,
+        service: str | None = None,
+    ) -> None:
+        self.model = model
+        self.service = service or PROVIDER
+        self.base_url = base_url
+        self.default_settings = dict(settings or {})
+        self.options = dict(options or {})
+        self._secret = api_key
+        self._warned: set[str] = set()
+        self._sdk = _sdk()
+        kw: dict[str, Any] = {"api_key": api_key, "max_retries": 0}
+        if base_url:
+            kw["base_url"] = base_url
+        if timeout is not None:
+            kw["timeout"] = timeout
+        if http_client is not None:
+            kw["http_client"] = http_client
+        if self.options.get("default_headers") is not None:
+            kw["default_headers"] = self.options["default_headers"]
+        self.client = self._sdk.AsyncAnthropic(**kw)
+
+    def __repr__(self) -> str:
+        return f"AnthropicChatModel(model={self.model!r}, base_url={self.base_url!r})"
+
+    # -- request building ------------------------------------------------------------
+
+    def _params(self, request: ChatRequest) -> tuple[dict[str, Any], str | None, bool]:
+        """Request parameters, the name of the JSON-output tool (if any), and whether the
+        output schema was wrapped in `{"value": ...}`."""
+        system, turns = convert_messages(request.messages)
+        params: dict[str, Any] = {"model": self.model, "messages": turns}
+        if system:
+            params["system"] = system
+        settings = {**self.default_settings, **request.settings}
+        extra: dict[str, Any] = {}
+        for key, value in settings.items():
+            if value is None:
+                continue
+            if key == "max_tokens":
+                params["max_tokens"] = value
+            elif key == "stop":
+                params["stop_sequences"] = [value] if isinstance(value, str) else list(value)
+            elif key in ("temperature", "top_p", "top_k"):
+                extra[key] = value  # documented Messages API fields the SDK no longer types
+            elif key == "user":
+                params["metadata"] = {"user_id": str(value)}
+            elif key == "extra_body" and isinstance(value, dict):
+                extra.update(value)
+            elif key not in self._warned:
+                self._warned.add(key)
+                log.warning(
+                    "execution setting not supported by the provider; dropped",
+                    setting=key,
+                    service=self.service,
+                    provider=PROVIDER,
+                )
+        params.setdefault("max_tokens", DEFAULT_MAX_TOKENS)
+        if extra:
+            params["extra_body"] = extra
+        tools = [{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in request.tools]
+        choice = request.tool_choice
+        output_tool: str | None = None
+        wrapped = False
+        if request.output_schema is not None:
+            schema = request.output_schema
+            if schema.get("type") != "object":
+                schema = {"type": "object", "properties": {"value": schema}, "required": ["value"]}
+                wrapped = True
+            output_tool = _output_tool_name(request.output_schema_name)
+            offer_tools = bool(tools) and (choice is None or choice.mode != "none")
+            tools = [
+                *(tools if offer_tools else []),
+                {
+                    "name": output_tool,
+                    "description": "Give the final answer as the input of this tool.",
+                    "input_schema": schema,
+                },
+            ]
+            params["tool_choice"] = {"type": "any"} if offer_tools else {"type": "tool", "name": output_tool}
+        elif choice is not None and (tools or choice.mode == "none"):
+            params["tool_choice"] = _tool_choice(choice)
+        if tools:
+            params["tools"] = tools
+        return params, output_tool, wrapped
+
+    def _error(self, exc: BaseException) -> ProviderError | None:
+        error = map_exception(exc, self._sdk, provider=PROVIDER, model=self.model, secret=self._secret)
+        if isinstance(error, ProviderStatusError) and error.status_code is not None and error.status_code < 400:
+            # An `error` event inside a 200 stream: the status comes from the error type.
+            body = getattr(exc, "body", None)
+            kind = body.get("error", {}).get("type") if isinstance(body, dict) else None
+            status = _ERROR_STATUS.get(str(kind), 500)
+            error = ProviderStatusError(error.detail, status_code=status, provider=PROVIDER, model=self.model)
+        return error
+
+    # -- calls -------------------------------------------------------------------------
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        params, output_tool, wrapped = self._params(request)
+        try:
+            message = await self.client.messages.create(**params)
+        except Exception as exc:
+            error = self._error(exc)
+            if error is None:
+                raise
+            raise error from None
+        text: list[str] = []
+        calls: list[ToolCall] = []
+        answer: str | None = None
+        for block in message.content:
+            kind = getattr(block, "type", None)
+            if kind == "text":
+                text.append(block.text)
+            elif kind == "tool_use":
+                if block.name == output_tool:
+                    value = block.input.get("value") if wrapped and isinstance(block.input, dict) else block.input
+                    answer = json.dumps(value, ensure_ascii=False)
+                else:
+                    calls.append(ToolCall(block.id, block.name, json.dumps(block.input, ensure_ascii=False)))
+        finish = _FINISH.get(message.stop_reason or "", "unknown")
+        if answer is not None:
+            content = answer
+            if not calls:
+                finish = "stop"
+        else:
+            content = "".join(text)
+        return ChatResponse(
+            ChatMessage("assistant", content, calls),
+            finish,
+            _usage(message.usage),
+            message.model or self.model,
+        )
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        params, output_tool, wrapped = self._params(request)
+        params["stream"] = True
+        model = self.model
+        usage = Usage(requests=1)
+        finish = "stop"
+        blocks: dict[int, tuple[str, int]] = {}  # content block index -> (kind, call index)
+        calls = 0
+        unwrap: _Unwrapper | None = None
+        stream: Any = None
+        try:
+            stream = await self.client.messages.create(**params)
+            async for event in stream:
+                kind = event.type
+                if kind == "content_block_delta":
+                    delta = event.delta
+                    block_kind, call_index = blocks.get(event.index, ("text", -1))
+                    if delta.type == "text_delta":
+                        if delta.text:
+                            yield TextDelta(delta.text)
+                    elif delta.type == "input_json_delta":
+                        if block_kind == "output":
+                            piece = unwrap.feed(delta.partial_json) if unwrap else delta.partial_json
+                            if piece:
+                                yield TextDelta(piece)
+                        elif block_kind == "tool" and delta.partial_json:
+                            yield ToolCallDelta(call_index, arguments=delta.partial_json)
+                elif kind == "content_block_start":
+                    block = event.content_block
+                    if block.type == "tool_use":
+                        if block.name == output_tool:
+                            blocks[event.index] = ("output", -1)
+                            unwrap = _Unwrapper() if wrapped else None
+                        else:
+                            blocks[event.index] = ("tool", calls)
+                            yield ToolCallDelta(calls, block.id, block.name, "")
+                            calls += 1
+                    else:
+                        blocks[event.index] = (block.type, -1)
+                        if block.type == "text" and getattr(block, "text", ""):
+                            yield TextDelta(block.text)
+                elif kind == "message_start":
+                    message = event.message
+                    model = message.model or model
+                    usage = _usage(message.usage)
+                elif kind == "message_delta":
+                    if event.delta.stop_reason:
+                        finish = _FINISH.get(event.delta.stop_reason, "unknown")
+                    delta_usage = event.usage
+                    if delta_usage is not None:
+                        usage.output_tokens = delta_usage.output_tokens or usage.output_tokens
+                        if getattr(delta_usage, "input_tokens", None):
+                            update = _usage(delta_usage)
+                            usage.input_tokens = update.input_tokens
+                            usage.cached_tokens = update.cached_tokens
+                            usage.cache_write_tokens = update.cache_write_tokens
+        except Exception as exc:
+            error = self._error(exc)
+            if error is None:
+                raise
+            raise error from None
+        finally:
+            if stream is not None:
+                await stream.close()
+        if output_tool is not None and calls == 0 and finish == "tool_calls":
+            finish = "stop"
+        yield UsageEvent(usage)
+        yield StreamEnd(finish, model)
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+class _Unwrapper:
+    """Streams the JSON of `value` out of the JSON text `{"value": ...}` as it arrives."""
+
+    def __init__(self) -> None:
+        self._buffer = ""
+        self._started = False
+        self._sent = 0
+
+    def feed(self, piece: str) -> str:
+        self._buffer += piece
+        if not self._started:
+            match = re.match(r'\s*\{\s*"value"\s*:\s*', self._buffer)
+            if match is None:
+                return ""
+            self._buffer = self._buffer[match.end() :]
+            self._started = True
+        # Hold back the closing brace of the wrapper (and whitespace) until the end.
+        body = self._buffer.rstrip()
+        if body.endswith("}"):
+            body = body[:-1]
+        out = body[self._sent :]
+        self._sent = len(body)
+        return out
+
+
+def chat_factory(name: str, svc: ServiceSettings, settings: KernelSettings) -> AnthropicChatModel:
+    if not svc.model:
+        raise ConfigurationError(
+            f"service {name!r} (provider {PROVIDER}) needs a model: set `model` in [services.{name}]"
+        )
+    key = svc.secret(DEFAULT_KEY_ENV)
+    if not key:
+        raise missing_key(name, PROVIDER, svc.api_key_env or DEFAULT_KEY_ENV)
+    return AnthropicChatModel(
+        svc.model,
+        api_key=key,
+        base_url=svc.base_url,
+        timeout=svc.timeout,
+        settings=svc.settings,
+        options=svc.options,
+        service=name,
+    )
+
+
+@hookimpl
+def register_connectors(register: Any) -> None:
+    register("chat", PROVIDER, chat_factory)
