@@ -1,0 +1,179 @@
+"""The `writer` plugin: summarize, translate, extract JSON by schema, classify.
+
+`summarize` and `translate` are plain prompt functions. `extract_json` and `classify`
+take their output shape as an argument (a JSON schema, a list of labels), so they are
+native functions that build a prompt function with that `output_schema` and run it
+through the injected kernel; the answer is checked before it is returned.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from kernel.errors import ArgumentError, InvocationError
+from kernel.functions import kernel_function
+from kernel.kernel import Kernel
+from kernel.prompt_function import InputVariable, PromptFunction
+
+PLUGIN = "writer"
+
+SUMMARIZE = """\
+<message role="system">You summarize texts faithfully and briefly. Use only facts from the text.</message>
+<message role="user">Summarize the following text in at most {{ max_words }} words.
+
+Text:
+{{ text }}</message>"""
+
+TRANSLATE = """\
+<message role="system">You are a translator. Reply with the translation only.</message>
+<message role="user">Translate into {{ language }}:
+
+{{ text }}</message>"""
+
+EXTRACT = """\
+<message role="system">You extract data from text. Reply with one JSON object that follows this JSON schema:
+{{ schema_text }}
+Use null for a value the text does not give.</message>
+<message role="user">{{ text }}</message>"""
+
+CLASSIFY = """\
+<message role="system">You classify texts. Answer with one JSON object {"label": ...} where label is exactly one of:
+{% for label in labels %}- {{ label }}
+{% endfor %}</message>
+<message role="user">{{ text }}</message>"""
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "array": (list,),
+    "object": (dict,),
+    "null": (type(None),),
+}
+
+
+def prompt_functions() -> list[PromptFunction]:
+    """The plain prompt functions of this plugin."""
+    return [
+        PromptFunction(
+            SUMMARIZE,
+            name="summarize",
+            plugin_name=PLUGIN,
+            description="Summarize a text in a few sentences.",
+            input_variables=[
+                InputVariable("text", "the text to summarize"),
+                InputVariable("max_words", "upper bound on the summary's length", default=60, type="integer"),
+            ],
+            execution_settings={"default": {"max_tokens": 256, "temperature": 0.2}},
+        ),
+        PromptFunction(
+            TRANSLATE,
+            name="translate",
+            plugin_name=PLUGIN,
+            description="Translate a text into another language.",
+            input_variables=[
+                InputVariable("text", "the text to translate"),
+                InputVariable("language", "target language, e.g. 'French'"),
+            ],
+            execution_settings={"default": {"max_tokens": 512, "temperature": 0.0}},
+        ),
+    ]
+
+
+def _type_ok(value: Any, expected: Any) -> bool:
+    kinds = expected if isinstance(expected, list) else [expected]
+    for kind in kinds:
+        types = _TYPES.get(kind)
+        if types is None:
+            return True  # a type we do not check
+        if isinstance(value, types) and not (kind in ("integer", "number") and isinstance(value, bool)):
+            return True
+    return False
+
+
+def check_against_schema(value: Any, schema: dict[str, Any], where: str) -> None:
+    """The checks that matter for extraction: top-level type, required keys, property types."""
+    if "type" in schema and not _type_ok(value, schema["type"]):
+        raise InvocationError(
+            f"{where}: the model returned {type(value).__name__}, the schema asks for {schema['type']}"
+        )
+    if not isinstance(value, dict):
+        return
+    missing = [key for key in schema.get("required", []) if key not in value]
+    if missing:
+        raise InvocationError(f"{where}: the model's JSON lacks required field(s) {', '.join(missing)}")
+    for key, prop in schema.get("properties", {}).items():
+        if key in value and value[key] is not None and isinstance(prop, dict) and "type" in prop:
+            if not _type_ok(value[key], prop["type"]):
+                raise InvocationError(
+                    f"{where}: field {key!r} is {type(value[key]).__name__}, the schema asks for {prop['type']}"
+                )
+            if "enum" in prop and value[key] not in prop["enum"]:
+                raise InvocationError(f"{where}: field {key!r} is {value[key]!r}, not one of {prop['enum']}")
+
+
+@kernel_function
+async def extract_json(
+    text: Annotated[str, "the text to extract data from"],
+    output_schema: Annotated[dict[str, Any], "JSON schema of the object to extract"],
+    kernel: Kernel,
+) -> dict[str, Any]:
+    """Extract structured data from a text as a JSON object following a JSON schema."""
+    schema = output_schema
+    if schema.get("type", "object") != "object":
+        raise ArgumentError("writer.extract_json", "output_schema", "must describe an object (type: object)")
+    fn = PromptFunction(
+        EXTRACT,
+        name="extract_json",
+        plugin_name=PLUGIN,
+        output_schema=schema,
+        execution_settings={"default": {"max_tokens": 512, "temperature": 0.0}},
+    )
+    result = await kernel.invoke(fn, text=text, schema_text=json.dumps(schema, ensure_ascii=False))
+    check_against_schema(result.value, schema, "writer.extract_json")
+    return result.value  # type: ignore[no-any-return]
+
+
+@kernel_function
+async def classify(
+    text: Annotated[str, "the text to classify"],
+    labels: Annotated[list[str], "the allowed labels"],
+    kernel: Kernel,
+) -> str:
+    """Classify a text into exactly one of the given labels."""
+    choices = [label.strip() for label in labels if label.strip()]
+    if len(choices) < 2:
+        raise ArgumentError("writer.classify", "labels", "give at least two non-empty labels")
+    schema = {
+        "type": "object",
+        "properties": {"label": {"type": "string", "enum": choices}},
+        "required": ["label"],
+        "additionalProperties": False,
+    }
+    fn = PromptFunction(
+        CLASSIFY,
+        name="classify",
+        plugin_name=PLUGIN,
+        output_schema=schema,
+        input_variables=[InputVariable("labels", type="array"), InputVariable("text")],
+        execution_settings={"default": {"max_tokens": 32, "temperature": 0.0}},
+    )
+    result = await kernel.invoke(fn, text=text, labels=choices)
+    answer = result.value.get("label") if isinstance(result.value, dict) else result.value
+    return match_label(str(answer), choices)
+
+
+def match_label(answer: str, labels: list[str]) -> str:
+    """The label the model meant: exact, else case-insensitive, else the only label it contains."""
+    cleaned = answer.strip().strip("\"'.").strip()
+    if cleaned in labels:
+        return cleaned
+    by_case = {label.lower(): label for label in labels}
+    if cleaned.lower() in by_case:
+        return by_case[cleaned.lower()]
+    contained = [label for label in labels if label.lower() in cleaned.lower()]
+    if len(contained) == 1:
+        return contained[0]
+    raise InvocationError(f"writer.classify: the model answered {answer!r}, which is not one of {labels}")
