@@ -121,7 +121,8 @@ class SentenceTransformerEmbeddings:
                 raise ProviderError(
                     f"cannot load embedding model from {path}: {exc}", provider=PROVIDER, model=self.model
                 ) from None
-            got = st.get_sentence_embedding_dimension()
+            dim_of = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
+            got = dim_of()
             if got is not None and got != self.dimension:
                 raise ConfigurationError(
                     f"embedding model {self.model!r} at {path} produces {got}-dimensional vectors, "

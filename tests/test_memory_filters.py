@@ -1,0 +1,84 @@
+"""Filter parsing and validation: data only, nothing evaluated as code."""
+
+from __future__ import annotations
+
+import pytest
+
+from kernel.errors import FilterError
+from kernel.filters import parse_expression, parse_expressions, parse_filter, to_dict, to_postgres
+from kernel.memory_types import And, Condition, Or
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("source=a.md", Condition("source", "eq", "a.md")),
+        ("source == a.md", Condition("source", "eq", "a.md")),
+        ("source!=a.md", Condition("source", "ne", "a.md")),
+        ("year>=2020", Condition("year", "gte", 2020)),
+        ("year>2020", Condition("year", "gt", 2020)),
+        ("year<=2020.5", Condition("year", "lte", 2020.5)),
+        ("year<2020", Condition("year", "lt", 2020)),
+        ("tag in a,b, c", Condition("tag", "in", ("a", "b", "c"))),
+        ("tag IN 1,2", Condition("tag", "in", (1, 2))),
+        ("tag not in a,b", Condition("tag", "nin", ("a", "b"))),
+        ("tag nin a", Condition("tag", "nin", ("a",))),
+        ("tags contains py", Condition("tags", "contains", "py")),
+        ("draft=true", Condition("draft", "eq", True)),
+        ("x=null", Condition("x", "eq", None)),
+        ('year="2020"', Condition("year", "eq", "2020")),
+        ("title='a=b'", Condition("title", "eq", "a=b")),
+        ("info.lang=fr", Condition("info.lang", "eq", "fr")),
+        ("url=http://x/?a=b", Condition("url", "eq", "http://x/?a=b")),
+    ],
+)
+def test_cli_expressions(text: str, expected: Condition) -> None:
+    assert parse_expression(text) == expected
+
+
+def test_several_expressions_are_anded_and_json_is_accepted() -> None:
+    f = parse_expressions(["year>=2020", '{"or": [{"field": "a", "op": "eq", "value": 1}]}'])
+    assert f == And((Condition("year", "gte", 2020), Or((Condition("a", "eq", 1),))))
+    assert parse_expressions([]) is None
+    assert parse_filter(None) is None
+
+
+def test_dict_round_trip() -> None:
+    spec = {"and": [{"field": "a", "op": "in", "value": [1, 2]}, {"or": [{"field": "b", "op": "ne", "value": "x"}]}]}
+    assert to_dict(parse_filter(spec)) == spec  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"field": "a", "op": "like", "value": "x"}, "unknown filter operator 'like' on field 'a'"),
+        ({"field": "a b", "op": "eq", "value": 1}, "invalid filter field 'a b'"),
+        ({"field": "1abc", "op": "eq", "value": 1}, "invalid filter field"),
+        ({"field": "a..b", "op": "eq", "value": 1}, "invalid filter field"),
+        ({"field": "__import__('os')", "op": "eq", "value": 1}, "invalid filter field"),
+        ({"field": "a", "op": "in", "value": "abc"}, "needs a list of values"),
+        ({"field": "a", "op": "in", "value": [[1]]}, "scalar list items"),
+        ({"field": "a", "op": "gt", "value": True}, "a number or a string"),
+        ({"field": "a", "op": "eq", "value": {"x": 1}}, "a scalar value"),
+        ({"and": []}, "non-empty list"),
+        ({"and": {"field": "a"}}, "non-empty list"),
+        ({"source": "a.md"}, "unrecognised filter"),
+        ({"field": "a", "op": "eq"}, "unrecognised filter"),
+        ("no operator here", "cannot parse filter expression 'no operator here'"),
+        ("=value", "cannot parse"),
+        ("{not json", "invalid JSON filter"),
+        (42, "unsupported filter of type int"),
+    ],
+)
+def test_invalid_filters_name_the_problem(spec: object, message: str) -> None:
+    with pytest.raises(FilterError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_filter(spec)  # type: ignore[arg-type]
+
+
+def test_postgres_compilation_binds_every_value_and_path() -> None:
+    evil = "x'); DROP TABLE records; --"
+    sql, params = to_postgres(parse_filter({"or": [{"field": "a.b", "op": "eq", "value": evil}, "n>=3"]}))
+    assert evil not in sql and "DROP" not in sql and "a.b" not in sql
+    assert '"x\'); DROP TABLE records; --"' in params  # JSON-encoded, bound
+    assert ["a", "b"] in params and 3 in params
+    assert sql.count("%s") == len(params)
