@@ -68,7 +68,7 @@ def test_factory_options_and_errors(tmp_path: object) -> None:
         "e", ServiceSettings(provider="sentence-transformers", model="mine", options={"dimension": 16}), ks
     )
     assert custom.dimension == 16
-    with pytest.raises(ConfigurationError, match="options.dimension"):
+    with pytest.raises(ConfigurationError, match=r"options\.dimension"):
         _factory("e", ServiceSettings(provider="sentence-transformers", model="unknown-model"), ks)
     with pytest.raises(ConfigurationError, match="unknown options colour"):
         _factory("e", ServiceSettings(provider="sentence-transformers", options={"colour": 1}), ks)
