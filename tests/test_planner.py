@@ -1,0 +1,447 @@
+"""Planner: plan generation with structured output, validation of every kind of problem,
+repair requests, the plan cache, JSON round trip and display."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import pytest
+from pydantic import BaseModel
+
+from kernel import Kernel, KernelSettings, PromptFunction, kernel_function
+from kernel.contents import ChatRequest
+from kernel.errors import FunctionNotFoundError, PlanError, PlanValidationError
+from kernel.plan import InputRef, Plan, Step, StepRef
+from kernel.planner import PlanCache, parse_reply, plan_schema
+from kernel.testing import ScriptedChatModel, ScriptedReply, json_reply
+
+
+class Stats(BaseModel):
+    words: int
+    lines: int
+
+
+class Files:
+    """Read files from a fixed in-memory folder."""
+
+    def __init__(self, texts: dict[str, str]) -> None:
+        self.texts = texts
+
+    @kernel_function
+    def read_text(self, name: Annotated[str, "the file name"]) -> str:
+        """Read a text file."""
+        return self.texts[name]
+
+
+class Text:
+    @kernel_function
+    def count_words(self, text: str) -> int:
+        """Count the words of a text."""
+        return len(text.split())
+
+    @kernel_function
+    def stats(self, text: str) -> Stats:
+        """Word and line counts of a text."""
+        return Stats(words=len(text.split()), lines=len(text.splitlines()))
+
+    @kernel_function
+    def repeat(self, text: str, times: int = 2) -> str:
+        """Repeat a text."""
+        return text * times
+
+
+def make_kernel(model: ScriptedChatModel) -> Kernel:
+    kernel = Kernel(settings=KernelSettings(), load_entry_points=False, builtins=False)
+    kernel.add_plugin(Files({"report.txt": "one two three\nfour"}), name="files")
+    kernel.add_plugin(Text(), name="text")
+    kernel.add_function(PromptFunction.from_template(
+        "Summarize: {{ text }}", name="summarize", plugin="writer", description="Summarize a text."))
+    kernel.add_function(PromptFunction.from_template(
+        "Translate into {{ language }}: {{ text }}", name="translate", plugin="writer",
+        description="Translate a text."))
+    kernel.services.add_service("test", model)
+    return kernel
+
+
+def step(id: str, function: str, **arguments: Any) -> dict[str, Any]:
+    return {"id": id, "function": function, "arguments": arguments}
+
+
+VALID = {
+    "steps": [
+        step("s1", "files.read_text", name={"$input": "name"}),
+        step("s2", "writer.summarize", text={"$step": "s1"}),
+        step("s3", "writer.translate", text={"$step": "s2"}, language="French"),
+        step("s4", "text.count_words", text={"$step": "s1"}),
+    ],
+    "output": "s3",
+}
+INPUTS = {"name": "report.txt"}
+
+
+def problems_of(kernel: Kernel, data: dict[str, Any], **kwargs: Any) -> list[str]:
+    plan = Plan.from_dict({"goal": "g", "inputs": INPUTS, **data})
+    return plan.problems(kernel, **kwargs)
+
+
+def one_problem(kernel: Kernel, data: dict[str, Any], **kwargs: Any) -> str:
+    found = problems_of(kernel, data, **kwargs)
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.fixture
+def model() -> ScriptedChatModel:
+    return ScriptedChatModel()
+
+
+@pytest.fixture
+def kernel(model: ScriptedChatModel) -> Kernel:
+    return make_kernel(model)
+
+
+# --- generation -----------------------------------------------------------------------------------
+
+
+async def test_plan_request_uses_structured_output_and_shows_only_allowed_functions(kernel, model):
+    model.queue(json_reply({"steps": [step("s1", "text.count_words", text={"$input": "text"})], "output": "s1"}))
+    plan = await kernel.plan("Count the words", inputs={"text": "a b c"}, plugins=["text"])
+    assert [s.function for s in plan.steps] == ["text.count_words"]
+    assert plan.inputs == {"text": "a b c"} and plan.goal == "Count the words"
+    request = model.last_request
+    assert request.output_schema is not None and request.output_schema_name == "plan"
+    assert request.output_schema["properties"]["steps"]["maxItems"] == 10
+    system = request.messages[0].content
+    assert "text.count_words: Count the words of a text." in system
+    assert json.dumps(kernel.get_function("text.count_words").parameters_schema) in system
+    assert '"$step"' in system and '"$input"' in system
+    assert "writer.summarize" not in system and "files.read_text" not in system
+    assert "Goal: Count the words" in request.messages[1].content
+    assert '- text: "a b c"' in request.messages[1].content
+
+
+async def test_plan_schema_constrains_each_function_arguments(kernel):
+    fns = [kernel.get_function("text.repeat"), kernel.get_function("files.read_text")]
+    schema = plan_schema(fns, max_steps=3)
+    variants = schema["properties"]["steps"]["items"]["anyOf"]
+    repeat = variants[0]["properties"]
+    assert repeat["function"]["enum"] == ["text.repeat"]
+    assert repeat["arguments"]["required"] == ["text"]
+    times = repeat["arguments"]["properties"]["times"]["anyOf"]
+    assert {"type": "integer"} in times and any("$step" in v.get("properties", {}) for v in times)
+    loose = plan_schema(fns, detailed=False)["properties"]["steps"]["items"]
+    assert loose["properties"]["function"]["enum"] == ["text.repeat", "files.read_text"]
+
+
+async def test_functions_option_limits_the_allowed_set(kernel, model):
+    plan_text = {"steps": [step("s1", "writer.summarize", text="x")], "output": "s1"}
+    model.queue(json_reply(plan_text), json_reply(plan_text))
+    with pytest.raises(PlanValidationError) as info:
+        await kernel.plan("Count", functions=["text.count_words"], max_repairs=1)
+    assert any("'writer.summarize' is not allowed" in p for p in info.value.problems)
+    assert "writer.summarize" not in model.requests[0].messages[0].content
+
+
+async def test_reply_in_text_with_code_fences_is_parsed(kernel, model):
+    body = json.dumps({"steps": [step("s1", "text.count_words", text="a b")], "output": "s1"})
+    model.queue(f"Here is the plan:\n```json\n{body}\n```\nDone.")
+    plan = await kernel.plan("Count the words of 'a b'")
+    assert plan.steps[0].arguments == {"text": "a b"}
+    assert parse_reply('noise {"a": 1} more {"b": 2}') == {"a": 1}
+    with pytest.raises(PlanValidationError, match="not a JSON plan"):
+        parse_reply("no json here")
+
+
+async def test_invalid_plan_is_repaired_with_the_problems_sent_back(kernel, model):
+    bad = {"steps": [step("s1", "text.count_words", txt={"$step": "s0"})], "output": "s1"}
+    model.queue(json_reply(bad), json_reply(VALID))
+    plan = await kernel.plan("Summarize report.txt in French, count its words", inputs=INPUTS)
+    assert [s.id for s in plan.steps] == ["s1", "s2", "s3", "s4"]
+    assert len(model.requests) == 2
+    repair = model.requests[1].messages
+    assert repair[2].role == "assistant" and json.loads(repair[2].content) == bad  # the previous plan
+    text = repair[3].content
+    assert "step 's1' (text.count_words): unexpected argument 'txt'" in text
+    assert "step 's1' (text.count_words): missing required argument 'text'" in text
+    assert "refers to step 's0', which does not exist" in text
+    assert model.requests[1].output_schema == model.requests[0].output_schema
+
+
+async def test_repairs_exhausted_raise_every_problem(kernel, model):
+    bad = {"steps": [step("s1", "nope.fn"), step("s1", "text.count_words", text=3)], "output": "s9"}
+    model.queue(json_reply(bad), json_reply(bad), "not json at all")
+    with pytest.raises(PlanValidationError) as info:
+        await kernel.plan("Do it", max_repairs=2)
+    assert len(model.requests) == 3
+    assert info.value.problems == ["the reply is not a JSON plan: 'not json at all'"]
+    # the second request carried the full problem list of the first plan
+    sent = model.requests[1].messages[3].content
+    assert "unknown function 'nope.fn'" in sent
+    assert "duplicate step id 's1'" in sent
+    assert "argument 'text' has an ill-typed value" in sent
+    assert "the output refers to step 's9', which does not exist" in sent
+
+
+async def test_no_repairs_raises_after_one_request(kernel, model):
+    model.queue(json_reply({"steps": [], "output": "s1"}))
+    with pytest.raises(PlanValidationError) as info:
+        await kernel.plan("Do it", max_repairs=0)
+    assert "the plan has no steps" in info.value.problems
+    assert len(model.requests) == 1
+
+
+async def test_model_invented_inputs_do_not_count(kernel, model):
+    invented = {"inputs": {"secret": "x"}, "steps": [step("s1", "text.count_words", text={"$input": "secret"})],
+                "output": "s1"}
+    model.queue(json_reply(invented))
+    with pytest.raises(PlanValidationError, match="goal input 'secret', which does not exist"):
+        await kernel.plan("Count", max_repairs=0)
+
+
+async def test_empty_goal_and_unknown_plugin(kernel):
+    with pytest.raises(PlanError, match="goal is empty"):
+        await kernel.plan("  ")
+    with pytest.raises(FunctionNotFoundError, match="no plugin named 'ghost'"):
+        await kernel.plan("x", plugins=["ghost"])
+
+
+# --- cache ----------------------------------------------------------------------------------------
+
+
+async def test_cache_hit_makes_no_model_request(kernel, model):
+    model.queue(json_reply(VALID))
+    first = await kernel.plan("Summarize", inputs=INPUTS)
+    assert len(model.requests) == 1
+    second = await kernel.plan("Summarize", inputs={"name": "other.txt"})
+    assert len(model.requests) == 1  # served from the cache
+    assert second.to_dict()["steps"] == first.to_dict()["steps"]
+    assert second.inputs == {"name": "other.txt"}  # with this call's values
+    # another input set, goal or allowed set is a miss
+    model.queue(json_reply(VALID), json_reply(VALID))
+    await kernel.plan("Summarize", inputs={"name": "a", "extra": 1})
+    await kernel.plan("Summarize", inputs=INPUTS, plugins=["files", "writer", "text"], use_cache=False)
+    assert len(model.requests) == 3
+
+
+async def test_cache_key_changes_with_function_schemas(kernel):
+    fns = kernel.functions()
+    key = PlanCache.key("goal", fns, ["a"])
+    assert PlanCache.key("goal", list(reversed(fns)), ["a"]) == key
+    changed = PromptFunction.from_template("Summarize: {{ text }} in {{ style }}", name="summarize",
+                                           plugin="writer", description="Summarize a text.")
+    others = [f for f in fns if f.fully_qualified_name != "writer.summarize"]
+    assert PlanCache.key("goal", [*others, changed], ["a"]) != key
+    assert PlanCache.key("goal", fns, ["b"]) != key
+
+
+async def test_disk_cache_survives_a_new_kernel(model, tmp_path):
+    cache = PlanCache(tmp_path / "plans")
+    kernel = make_kernel(model)
+    model.queue(json_reply(VALID))
+    await kernel.plan("Summarize", inputs=INPUTS, cache=cache)
+    assert len(list((tmp_path / "plans").glob("*.json"))) == 1
+    other_model = ScriptedChatModel()
+    again = await make_kernel(other_model).plan("Summarize", inputs=INPUTS, cache=PlanCache(tmp_path / "plans"))
+    assert other_model.requests == [] and len(again.steps) == 4
+
+
+# --- validation: one test per kind of problem --------------------------------------------------
+
+
+def test_valid_plan_has_no_problems(kernel):
+    assert problems_of(kernel, VALID) == []
+
+
+def test_unknown_function(kernel):
+    msg = one_problem(kernel, {"steps": [step("s1", "text.shout", text="a")]})
+    assert msg.startswith("step 's1': unknown function 'text.shout'") and "count_words" in msg
+
+
+def test_function_not_allowed(kernel):
+    msg = one_problem(kernel, {"steps": [step("s1", "text.count_words", text="a")]}, allowed={"writer.summarize"})
+    assert msg == ("step 's1' (text.count_words): function 'text.count_words' is not allowed in this plan "
+                   "(allowed: writer.summarize)")
+
+
+def test_missing_required_argument(kernel):
+    msg = one_problem(kernel, {"steps": [step("s1", "writer.translate", text="hi")]})
+    assert msg == "step 's1' (writer.translate): missing required argument 'language'"
+
+
+def test_extra_argument(kernel):
+    msg = one_problem(kernel, {"steps": [step("s1", "text.count_words", text="a", lang="en")]})
+    assert msg == "step 's1' (text.count_words): unexpected argument 'lang' (parameters: text)"
+
+
+def test_ill_typed_literal(kernel):
+    msg = one_problem(kernel, {"steps": [step("s1", "text.repeat", text="a", times="many")]})
+    assert msg.startswith("step 's1' (text.repeat): argument 'times' has an ill-typed value:")
+    assert "valid integer" in msg and 'got "many"' in msg
+    # a literal that validation accepts is accepted at invocation too (lax int from "3")
+    assert problems_of(kernel, {"steps": [step("s1", "text.repeat", text="a", times="3")]}) == []
+
+
+def test_reference_is_not_type_checked_as_a_literal(kernel):
+    data = {"steps": [step("s1", "text.count_words", text="a b"),
+                      step("s2", "text.repeat", text="x", times={"$step": "s1"})]}
+    assert problems_of(kernel, data) == []
+
+
+def test_reference_to_missing_step(kernel):
+    msg = one_problem(kernel, {"steps": [step("s1", "text.count_words", text={"$step": "s7"})]})
+    assert msg == "step 's1' (text.count_words): argument 'text' refers to step 's7', which does not exist"
+
+
+def test_reference_to_later_step_and_cycle(kernel):
+    data = {"steps": [step("s1", "text.count_words", text={"$step": "s2"}),
+                      step("s2", "text.repeat", text={"$step": "s1"})]}
+    found = problems_of(kernel, data)
+    assert "step 's1' (text.count_words): argument 'text' refers to step 's2', which comes later in the plan" in found
+    assert "steps form a cycle: s1 -> s2 -> s1" in found or "steps form a cycle: s2 -> s1 -> s2" in found
+
+
+def test_reference_to_self(kernel):
+    msg = one_problem(kernel, {"steps": [step("s1", "text.repeat", text={"$step": "s1"})]})
+    assert msg == "step 's1' (text.repeat): argument 'text' refers to the step's own output (<s1>)"
+
+
+def test_reference_to_missing_input(kernel):
+    msg = one_problem(kernel, {"steps": [step("s1", "files.read_text", name={"$input": "file"})]})
+    assert msg == ("step 's1' (files.read_text): argument 'name' refers to the goal input 'file', "
+                   "which does not exist (inputs: name)")
+
+
+def test_field_path_not_in_return_schema(kernel):
+    data = {"steps": [step("s1", "text.stats", text="a"),
+                      step("s2", "text.repeat", text="x", times={"$step": "s1", "path": "chars"})]}
+    msg = one_problem(kernel, data)
+    assert msg == ("step 's2' (text.repeat): argument 'times': the output of step 's1' (text.stats) "
+                   "has no field 'chars' (fields: lines, words)")
+    data["steps"][1]["arguments"]["times"] = {"$step": "s1", "path": "words"}
+    assert problems_of(kernel, data) == []
+
+
+def test_field_path_on_a_number(kernel):
+    data = {"steps": [step("s1", "text.count_words", text="a"),
+                      step("s2", "text.repeat", text="x", times="$s1.value")]}
+    msg = one_problem(kernel, data)
+    assert msg == ("step 's2' (text.repeat): argument 'times': the output of step 's1' (text.count_words) "
+                   "is integer, which has no field 'value'")
+
+
+def test_field_path_on_text_is_left_to_run_time(kernel):
+    data = {"steps": [step("s1", "writer.summarize", text="a"),
+                      step("s2", "text.count_words", text={"$step": "s1", "path": "summary"})]}
+    assert problems_of(kernel, data) == []
+
+
+def test_duplicate_step_ids(kernel):
+    data = {"steps": [step("s1", "text.count_words", text="a"), step("s1", "text.count_words", text="b")]}
+    assert one_problem(kernel, data) == "duplicate step id 's1' (steps #1 and #2)"
+
+
+def test_too_many_steps(kernel):
+    data = {"steps": [step(f"s{i}", "text.count_words", text="a") for i in range(4)]}
+    assert one_problem(kernel, data, max_steps=3) == "the plan has 4 steps; at most 3 are allowed"
+
+
+def test_output_missing_step(kernel):
+    data = {"steps": [step("s1", "text.count_words", text="a")], "output": "s2"}
+    assert one_problem(kernel, data) == "the output refers to step 's2', which does not exist"
+
+
+def test_output_path_checked(kernel):
+    data = {"steps": [step("s1", "text.stats", text="a")], "output": {"$step": "s1", "path": "size"}}
+    msg = one_problem(kernel, data)
+    assert msg.startswith("the output <s1.size>: the output of step 's1' (text.stats) has no field 'size'")
+
+
+def test_every_problem_is_collected(kernel):
+    data = {"steps": [step("s1", "nope.fn"), step("s2", "text.repeat", text={"$input": "zz"}, times="x", y=1),
+                      step("s2", "writer.translate")], "output": "s5"}
+    found = problems_of(kernel, data, max_steps=2)
+    assert len(found) == 9, found
+    assert "step 's2' (writer.translate): missing required argument 'text'" in found
+    assert "step 's2' (text.repeat): unexpected argument 'y' (parameters: text, times)" in found
+
+
+def test_structural_problems_are_collected():
+    with pytest.raises(PlanValidationError) as info:
+        Plan.from_dict({"goal": "g", "steps": [
+            "s1",
+            {"function": "a.b"},
+            {"id": "s3", "function": "text.count_words", "arguments": ["x"]},
+            {"id": "s4", "function": "text.count_words", "arguments": {"text": {"$step": 4}}},
+        ], "output": 5})
+    problems = info.value.problems
+    assert problems[0] == "step #1 must be an object with id, function and arguments, not a string"
+    assert problems[1].startswith("step #2: 'id' must be a non-empty string")
+    assert problems[2] == "step 's3' (text.count_words): 'arguments' must be an object, not a list"
+    assert problems[3].startswith("step 's4' (text.count_words): argument 'text': a step reference is")
+    assert problems[4].startswith("'output' must be a step id")
+    with pytest.raises(PlanValidationError, match="not valid JSON"):
+        Plan.from_json("{nope")
+
+
+# --- data model -----------------------------------------------------------------------------------
+
+
+def test_json_round_trip_and_canonical_references():
+    plan = Plan.from_dict({"goal": "g", "inputs": INPUTS, **VALID})
+    assert plan.steps[0].arguments["name"] == InputRef("name")
+    assert plan.steps[1].arguments["text"] == StepRef("s1")
+    again = Plan.from_json(plan.to_json())
+    assert again.to_dict() == plan.to_dict()
+    assert json.loads(plan.to_json())["steps"][0]["arguments"]["name"] == {"$input": "name"}
+
+
+def test_string_shorthands_and_escaped_literals():
+    plan = Plan.from_dict({"goal": "g", "steps": [
+        step("s1", "a.b", x="$input.name", y="$s0.summary.title", z="$5 off", w={"$value": "$s0"},
+             v={"$value": {"$step": "raw"}}, u="$s0"),
+    ]})
+    args = plan.steps[0].arguments
+    assert args["x"] == InputRef("name")
+    assert args["y"] == StepRef("s0", "summary.title")
+    assert args["u"] == StepRef("s0")
+    assert args["z"] == "$5 off" and args["w"] == "$s0" and args["v"] == {"$step": "raw"}
+    dumped = plan.to_dict()["steps"][0]["arguments"]
+    assert dumped["y"] == {"$step": "s0", "path": "summary.title"}
+    assert dumped["w"] == {"$value": "$s0"} and dumped["v"] == {"$value": {"$step": "raw"}}
+    assert Plan.from_dict(plan.to_dict()).to_dict() == plan.to_dict()
+
+
+def test_str_is_readable():
+    plan = Plan("Summarize the report", [
+        Step("s1", "files.read_text", {"name": InputRef("name")}, "read it"),
+        Step("s2", "writer.translate", {"text": StepRef("s1", "summary.title"), "language": "French"}),
+    ], {"name": "report.txt"}, StepRef("s2"))
+    assert str(plan) == (
+        "Plan: Summarize the report\n"
+        "Inputs:\n"
+        '  name = "report.txt"\n'
+        "Steps:\n"
+        "  1. s1 = files.read_text(name=<input.name>)  # read it\n"
+        '  2. s2 = writer.translate(text=<s1.summary.title>, language="French")\n'
+        "Output: <s2>"
+    )
+
+
+def test_output_defaults_to_last_step():
+    plan = Plan.from_dict({"goal": "g", "steps": [step("a", "x.y"), step("b", "x.y")]})
+    assert plan.output is None and plan.output_ref == StepRef("b")
+    assert "output" not in plan.to_dict()
+
+
+async def test_plan_request_is_a_plain_chat_request(kernel, model):
+    seen: list[ChatRequest] = []
+
+    def reply(request: ChatRequest) -> ScriptedReply:
+        seen.append(request)
+        return json_reply({"steps": [step("s1", "text.count_words", text="a")], "output": "s1"})
+
+    model.queue(reply)
+    await kernel.plan("Count", settings={"max_tokens": 400, "temperature": 0})
+    assert seen[0].settings == {"max_tokens": 400, "temperature": 0}
+    assert seen[0].tools == []
