@@ -3,6 +3,7 @@ repair requests, the plan cache, JSON round trip and display."""
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Annotated, Any
 
@@ -445,3 +446,145 @@ async def test_plan_request_is_a_plain_chat_request(kernel, model):
     await kernel.plan("Count", settings={"max_tokens": 400, "temperature": 0})
     assert seen[0].settings == {"max_tokens": 400, "temperature": 0}
     assert seen[0].tools == []
+
+
+# --- the solve strategy ---------------------------------------------------------------------------
+
+
+async def test_solve_returns_answer_and_trace(kernel, model):
+    from kernel.planner import SOLVE_INSTRUCTIONS, solve
+    from kernel.testing import tool_call
+
+    model.queue(tool_call("text.count_words", text="one two three"), "The text has 3 words.")
+    solution = await solve(kernel, "How many words are in 'one two three'?", plugins=["text"])
+    assert solution.answer == "The text has 3 words."
+    assert [(r.function, r.result.content) for r in solution.trace] == [("text.count_words", "3")]
+    first = model.requests[0]
+    assert first.messages[0].role == "system" and first.messages[0].content == SOLVE_INSTRUCTIONS
+    assert "How many words" in first.messages[1].content
+    assert {t.name for t in first.tools} == {"text-count_words", "text-stats", "text-repeat"}
+    assert solution.messages[-1].content == "The text has 3 words."
+    assert solution.usage.requests == 2
+
+
+# --- the CLI --------------------------------------------------------------------------------------
+
+
+def cli(argv: list[str], model: ScriptedChatModel) -> int:
+    from kernel.cli import main
+
+    def configure(k: Kernel) -> None:
+        k.add_plugin(Files({"report.txt": "one two three\nfour"}), name="files")
+        k.add_plugin(Text(), name="text")
+        k.add_plugin(Text(), name="extra")
+        k.add_function(PromptFunction.from_template("Summarize: {{ text }}", name="summarize", plugin="writer"))
+        k.add_function(PromptFunction.from_template(
+            "Translate into {{ language }}: {{ text }}", name="translate", plugin="writer"))
+        k.services.add_service("test", model)
+
+    return main(argv, configure=configure)
+
+
+def answer_writer(request: ChatRequest) -> str:
+    text = request.messages[-1].content
+    return "SUMMARY" if text.startswith("Summarize") else "RESUME"
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KERNEL_STANDARD_PLUGINS", "false")  # the standard 'writer' plugin would clash
+    monkeypatch.setenv("KERNEL_PLUGIN_AUTOLOAD", "false")
+    return tmp_path
+
+
+def test_cli_plan_prints_and_saves(in_tmp, capsys):
+    model = ScriptedChatModel([json_reply(VALID)])
+    code = cli(["plan", "Summarize the report in French", "--input", "name=report.txt", "--plugin", "files",
+                "--plugin", "writer", "--plugin", "text", "--save", "plan.json"], model)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "1. s1 = files.read_text(name=<input.name>)" in out
+    assert '3. s3 = writer.translate(text=<s2>, language="French")' in out
+    saved = json.loads((in_tmp / "plan.json").read_text())
+    assert saved["inputs"] == {"name": "report.txt"} and saved["steps"][1]["function"] == "writer.summarize"
+    assert "extra.count_words" not in model.requests[0].messages[0].content  # only the chosen plugins
+    assert "files.read_text" in model.requests[0].messages[0].content
+
+
+def test_cli_plan_json(in_tmp, capsys):
+    model = ScriptedChatModel([json_reply(VALID)])
+    assert cli(["plan", "Summarize", "-i", "name=report.txt", "--json"], model) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["goal"] == "Summarize" and len(printed["steps"]) == 4
+
+
+def test_cli_replay_from_file_and_run_with_yes(in_tmp, capsys):
+    (in_tmp / "plan.json").write_text(json.dumps({"goal": "g", "inputs": INPUTS, **VALID}))
+    model = ScriptedChatModel(default=answer_writer)
+    code = cli(["plan", "--from", "plan.json", "--run", "--yes", "--json"], model)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["run"]["status"] == {"s1": "done", "s2": "done", "s3": "done", "s4": "done"}
+    assert result["run"]["result"] == "RESUME" and result["run"]["outputs"]["s4"] == 4
+    # no planning request: only the two prompt functions asked the model
+    assert all(r.output_schema is None for r in model.requests) and len(model.requests) == 2
+
+
+def test_cli_run_without_terminal_or_yes_refuses(in_tmp, capsys):
+    (in_tmp / "plan.json").write_text(json.dumps({"goal": "g", "inputs": INPUTS, **VALID}))
+    model = ScriptedChatModel(default=answer_writer)
+    assert cli(["plan", "--from", "plan.json", "--run"], model) == 1
+    err = capsys.readouterr().err
+    assert "refusing to run the plan without confirmation" in err and "--yes" in err
+    assert model.requests == []
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("answer", "code"), [("y\n", 0), ("n\n", 1), ("\n", 1)])
+def test_cli_run_asks_on_the_terminal(in_tmp, capsys, monkeypatch, answer, code):
+    (in_tmp / "plan.json").write_text(json.dumps({"goal": "g", "inputs": INPUTS, **VALID}))
+    monkeypatch.setattr("sys.stdin", FakeTerminal(answer))
+    model = ScriptedChatModel(default=answer_writer)
+    assert cli(["plan", "--from", "plan.json", "--run"], model) == code
+    out, err = capsys.readouterr()
+    assert "Run this plan? [y/N]" in err
+    if code == 0:
+        assert out.rstrip().endswith("Result:\nRESUME")
+    else:
+        assert "plan not run" in err and model.requests == []
+
+
+def test_cli_invalid_plan_file_lists_problems(in_tmp, capsys):
+    bad = {"goal": "g", "steps": [step("s1", "text.count_words", txt="x")]}
+    (in_tmp / "bad.json").write_text(json.dumps(bad))
+    assert cli(["plan", "--from", "bad.json", "--run", "--yes"], ScriptedChatModel()) == 2
+    err = capsys.readouterr().err
+    assert "invalid plan in bad.json: 2 problem(s)" in err
+    assert "step 's1' (text.count_words): unexpected argument 'txt'" in err
+    (in_tmp / "broken.json").write_text("{nope")
+    assert cli(["plan", "--from", "broken.json"], ScriptedChatModel()) == 2
+    assert cli(["plan", "--from", "missing.json"], ScriptedChatModel()) == 2
+    assert "cannot read plan file missing.json" in capsys.readouterr().err
+
+
+def test_cli_usage_errors(in_tmp, capsys):
+    assert cli(["plan"], ScriptedChatModel()) == 2
+    assert "give a GOAL" in capsys.readouterr().err
+    assert cli(["plan", "x", "--input", "novalue"], ScriptedChatModel()) == 2
+    assert "bad --input 'novalue'" in capsys.readouterr().err
+
+
+def test_cli_failed_step_exits_1(in_tmp, capsys):
+    plan = {"goal": "g", "inputs": {"name": "nope.txt"}, "steps": [
+        step("s1", "files.read_text", name={"$input": "name"}), step("s2", "text.count_words", text={"$step": "s1"})]}
+    (in_tmp / "plan.json").write_text(json.dumps(plan))
+    assert cli(["plan", "--from", "plan.json", "--run", "--yes"], ScriptedChatModel()) == 1
+    err = capsys.readouterr().err
+    assert "s2: skipped" in err
+    assert "error: plan step 's1' failed: files.read_text failed: KeyError: 'nope.txt'" in err
