@@ -14,13 +14,12 @@ from kernel.hookspecs import hookimpl
 
 @hookimpl
 def register_plugins(register: Any) -> None:
-    from kernel.functions import KernelPlugin
     from kernel.memory import MemoryPlugin
     from plugins import math_plugin, text_plugin, time_plugin, writer
 
     register(time_plugin, name="time")
     register(math_plugin, name="math")
     register(text_plugin, name="text")
+    register(writer.prompt_folder(), name="writer")
     register(writer, name="writer")
-    register(KernelPlugin("writer", {fn.name: fn for fn in writer.prompt_functions()}), name="writer")
     register(MemoryPlugin(), name="memory")

@@ -1,6 +1,7 @@
 """The `writer` plugin: summarize, translate, extract JSON by schema, classify.
 
-`summarize` and `translate` are plain prompt functions. `extract_json` and `classify`
+`summarize` and `translate` are plain prompt functions in `plugins/prompts/writer/`
+(the kernel's `.prompt` format). `extract_json` and `classify`
 take their output shape as an argument (a JSON schema, a list of labels), so they are
 native functions that build a prompt function with that `output_schema` and run it
 through the injected kernel; the answer is checked before it is returned.
@@ -9,6 +10,7 @@ through the injected kernel; the answer is checked before it is returned.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 from kernel.errors import ArgumentError, InvocationError
@@ -17,19 +19,6 @@ from kernel.kernel import Kernel
 from kernel.prompt_function import InputVariable, PromptFunction
 
 PLUGIN = "writer"
-
-SUMMARIZE = """\
-<message role="system">You summarize texts faithfully and briefly. Use only facts from the text.</message>
-<message role="user">Summarize the following text in at most {{ max_words }} words.
-
-Text:
-{{ text }}</message>"""
-
-TRANSLATE = """\
-<message role="system">You are a translator. Reply with the translation only.</message>
-<message role="user">Translate into {{ language }}:
-
-{{ text }}</message>"""
 
 EXTRACT = """\
 <message role="system">You extract data from text. Reply with one JSON object that follows this JSON schema:
@@ -54,32 +43,9 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def prompt_functions() -> list[PromptFunction]:
-    """The plain prompt functions of this plugin."""
-    return [
-        PromptFunction(
-            SUMMARIZE,
-            name="summarize",
-            plugin_name=PLUGIN,
-            description="Summarize a text in a few sentences.",
-            input_variables=[
-                InputVariable("text", "the text to summarize"),
-                InputVariable("max_words", "upper bound on the summary's length", default=60, type="integer"),
-            ],
-            execution_settings={"default": {"max_tokens": 256, "temperature": 0.2}},
-        ),
-        PromptFunction(
-            TRANSLATE,
-            name="translate",
-            plugin_name=PLUGIN,
-            description="Translate a text into another language.",
-            input_variables=[
-                InputVariable("text", "the text to translate"),
-                InputVariable("language", "target language, e.g. 'French'"),
-            ],
-            execution_settings={"default": {"max_tokens": 512, "temperature": 0.0}},
-        ),
-    ]
+def prompt_folder() -> Path:
+    """The folder of this plugin's prompt files (summarize, translate)."""
+    return Path(__file__).parent / "prompts" / PLUGIN
 
 
 def _type_ok(value: Any, expected: Any) -> bool:

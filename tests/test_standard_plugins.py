@@ -221,7 +221,7 @@ async def test_summarize_renders_the_text_and_returns_the_reply(kernel: Kernel, 
     assert [m.role for m in request.messages] == ["system", "user"]
     assert "at most 10 words" in request.messages[1].content
     assert "Ada Lovelace wrote <b>notes</b> in 1843." in request.messages[1].content
-    assert request.settings["max_tokens"] == 256
+    assert request.settings["max_tokens"] == 160  # from summarize.prompt
     assert result.usage.input_tokens == 10
 
 
@@ -358,3 +358,15 @@ async def test_memory_recall_formats_hits_with_sources(kernel: Kernel, tmp_path:
     recalled = (await kernel.invoke("memory.recall", question="zebra", collection="facts", k=1)).value
     assert recalled == "[1] (source: zoo.md#Animals) zebra zoo"
     await kernel.aclose()
+
+
+def test_writer_prompts_come_from_the_prompt_folder(kernel: Kernel) -> None:
+    from kernel.prompt_function import PromptFunction
+    from plugins.writer import prompt_folder
+
+    assert sorted(p.stem for p in prompt_folder().glob("*.prompt")) == ["summarize", "translate"]
+    summarize = kernel.get_function("writer.summarize")
+    assert isinstance(summarize, PromptFunction)
+    assert summarize.description == "Summarize a text in a few sentences."
+    assert summarize.parameters_schema["properties"]["max_words"] == {
+        "type": "integer", "description": "upper bound on the summary's length", "default": 60}
