@@ -28,6 +28,7 @@ field or a membership test on an array field. Field names are metadata keys matc
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -228,6 +229,29 @@ def _same(a: object, b: object) -> bool:
     return False
 
 
+def _key(v: object) -> tuple[str, Any] | None:
+    """A hashable key such that `_same(a, b)` iff `_key(a) == _key(b)` (None: matches nothing)."""
+    if v is None:
+        return ("null", None)
+    if isinstance(v, bool):
+        return ("bool", v)
+    if _is_number(v):
+        return ("num", v)
+    if isinstance(v, str):
+        return ("str", v)
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def _key_set(values: tuple[Any, ...]) -> frozenset[tuple[str, Any]]:
+    return frozenset(k for k in map(_key, values) if k is not None)
+
+
+def _member(v: object, values: tuple[Any, ...]) -> bool:
+    k = _key(v)
+    return k is not None and k in _key_set(values)
+
+
 def _compare(op: str, a: Any, b: Any) -> bool:
     if not ((_is_number(a) and _is_number(b)) or (isinstance(a, str) and isinstance(b, str))):
         return False
@@ -253,13 +277,13 @@ def matches(f: Filter | None, metadata: Mapping[str, Any]) -> bool:
     if op == "ne":
         return v is _MISSING or not _same(v, f.value)
     if op == "nin":
-        return v is _MISSING or not any(_same(v, x) for x in f.value)
+        return v is _MISSING or not _member(v, f.value)
     if v is _MISSING:
         return False
     if op == "eq":
         return _same(v, f.value)
     if op == "in":
-        return any(_same(v, x) for x in f.value)
+        return _member(v, f.value)
     if op == "contains":
         if isinstance(v, str):
             return isinstance(f.value, str) and f.value in v

@@ -183,9 +183,11 @@ class SemanticMemory:
         removed = 0
         list_ids = getattr(self.store, "list_ids", None)
         if prune and list_ids is not None:
-            for source, keep in ids_by_source.items():
-                stored = await list_ids(collection, Condition("source", "eq", source))
-                stale = [i for i in stored if i not in keep]
+            keep = set().union(*ids_by_source.values())
+            sources = list(ids_by_source)
+            for i in range(0, len(sources), 500):  # ids hash their source: one pass suffices
+                stored = await list_ids(collection, Condition("source", "in", tuple(sources[i : i + 500])))
+                stale = [r for r in stored if r not in keep]
                 if stale:
                     removed += await self.store.delete(collection, stale)
         if progress is not None and total == 0:

@@ -7,6 +7,8 @@ pgserver, and a silently skipped store is an untested store.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +35,7 @@ class PostgresHandle:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresHandle]:
+def postgres() -> Iterator[PostgresHandle]:
     try:
         import pgserver
         import pgvector.psycopg  # noqa: F401
@@ -45,12 +47,16 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresHandl
             '"orchestration-kernel[postgres]"',
             pytrace=False,
         )
-    pgdata: Path = tmp_path_factory.mktemp("pgdata")
+    # Not under pytest's basetemp: pytest resets `pytest-of-<user>` to mode 0700 (the
+    # server runs as the `pgserver` system user when we are root, and must traverse the
+    # path) and removes old basetemps while other sessions may still be running.
+    pgdata = Path(tempfile.mkdtemp(prefix="kernel-pg-"))
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
     try:
         yield PostgresHandle(server, server.get_uri())
     finally:
         server.cleanup()
+        shutil.rmtree(pgdata, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
