@@ -8,40 +8,39 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .contents import (
-    ChatMessage,
-    ChatRequest,
-    ChatResponse,
-    ToolCall,
-    ToolChoice,
-    ToolResult,
-    ToolSpec,
-    Usage,
-)
-from .errors import (
-    ArgumentError,
-    ConfigurationError,
-    FunctionNotFoundError,
-    KernelError,
-    PluginError,
-    PluginLoadError,
-    ProviderError,
-    TemplateError,
-)
-from .functions import (
-    FunctionResult,
-    KernelArguments,
-    KernelFunction,
-    KernelPlugin,
-    NativeFunction,
-    kernel_function,
-)
-from .hookspecs import hookimpl
-from .kernel import Kernel
-from .prompt_function import InputVariable, PromptFunction
-from .settings import KernelSettings, ServiceSettings
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the real imports, for type checkers; at run time names load on first use
+    from .contents import (
+        ChatMessage,
+        ChatRequest,
+        ChatResponse,
+        ToolCall,
+        ToolChoice,
+        ToolResult,
+        ToolSpec,
+        Usage,
+    )
+    from .errors import (
+        ArgumentError,
+        ConfigurationError,
+        FunctionNotFoundError,
+        KernelError,
+        PluginError,
+        PluginLoadError,
+        ProviderError,
+        TemplateError,
+    )
+    from .functions import (
+        FunctionResult,
+        KernelArguments,
+        KernelFunction,
+        KernelPlugin,
+        NativeFunction,
+        kernel_function,
+    )
+    from .hookspecs import hookimpl
+    from .kernel import Kernel
+    from .prompt_function import InputVariable, PromptFunction
+    from .settings import KernelSettings, ServiceSettings
     from .testing import ScriptedChatModel
 
 __all__ = [
@@ -77,9 +76,51 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "ScriptedChatModel":
-        from .testing import ScriptedChatModel
+# Where each public name lives. `import kernel` stays cheap: jinja2 (templates), pluggy
+# (hooks), pydantic-settings (configuration) and structlog load when first needed.
+_LOCATIONS: dict[str, str] = {
+    "ArgumentError": "errors",
+    "ChatMessage": "contents",
+    "ChatRequest": "contents",
+    "ChatResponse": "contents",
+    "ConfigurationError": "errors",
+    "FunctionNotFoundError": "errors",
+    "FunctionResult": "functions",
+    "InputVariable": "prompt_function",
+    "Kernel": "kernel",
+    "KernelArguments": "functions",
+    "KernelError": "errors",
+    "KernelFunction": "functions",
+    "KernelPlugin": "functions",
+    "KernelSettings": "settings",
+    "NativeFunction": "functions",
+    "PluginError": "errors",
+    "PluginLoadError": "errors",
+    "PromptFunction": "prompt_function",
+    "ProviderError": "errors",
+    "ScriptedChatModel": "testing",
+    "ServiceSettings": "settings",
+    "TemplateError": "errors",
+    "ToolCall": "contents",
+    "ToolChoice": "contents",
+    "ToolResult": "contents",
+    "ToolSpec": "contents",
+    "Usage": "contents",
+    "hookimpl": "hookspecs",
+    "kernel_function": "functions",
+}
 
-        return ScriptedChatModel
-    raise AttributeError(f"module 'kernel' has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    module = _LOCATIONS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kernel' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

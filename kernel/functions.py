@@ -8,7 +8,6 @@ with `@kernel_function`; prompt functions live in `prompt_function.py`.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import re
 from abc import ABC, abstractmethod
@@ -26,13 +25,14 @@ from typing import (
     overload,
 )
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
-from pydantic.fields import FieldInfo
-
 from .contents import Usage
 from .errors import ArgumentError, DuplicateNameError, PluginError
 
 if TYPE_CHECKING:
+    # pydantic is imported when the first function is built, not with `import kernel`.
+    from pydantic import BaseModel, ValidationError
+    from pydantic.fields import FieldInfo
+
     from .kernel import Kernel
 
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -188,7 +188,7 @@ class KernelFunction(ABC):
             return {}
         try:
             validated = model.__pydantic_validator__.validate_python(arguments)
-        except ValidationError as exc:
+        except ValueError as exc:  # pydantic's ValidationError (a ValueError subclass)
             raise argument_error_from(self.fully_qualified_name, exc) from None
         return validated.__dict__
 
@@ -201,9 +201,13 @@ class KernelFunction(ABC):
         return f"<{type(self).__name__} {self.fully_qualified_name}>"
 
 
-def argument_error_from(function: str, exc: ValidationError) -> ArgumentError:
+def argument_error_from(function: str, exc: ValidationError | ValueError) -> ArgumentError:
     """Turn pydantic's error into one naming the (first) bad parameter and the problem;
     further problems are appended."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return ArgumentError(function, None, str(exc))
     problems = []
     first_param: str | None = None
     for err in exc.errors(include_url=False):
@@ -309,6 +313,8 @@ def _is_injected(param: inspect.Parameter, hint: Any) -> str | None:
 
 def _describe(hint: Any) -> tuple[Any, str, FieldInfo | None]:
     """Split `Annotated[T, "doc" | Field(...)]` into type, description, field info."""
+    from pydantic.fields import FieldInfo
+
     if get_origin(hint) is not Annotated:
         return hint, "", None
     base, *extras = get_args(hint)
@@ -354,6 +360,8 @@ class NativeFunction(KernelFunction):
         self._build_schema()
 
     def _build_schema(self) -> None:
+        from pydantic import ConfigDict, TypeAdapter, create_model
+
         where = f"{self.plugin_name}.{self.name}"
         try:
             hints = get_type_hints(self.func, include_extras=True)
@@ -401,6 +409,8 @@ class NativeFunction(KernelFunction):
 
     @property
     def return_schema(self) -> dict[str, Any]:
+        from pydantic import TypeAdapter
+
         hint = self._return_hint
         if hint in (None, type(None)):
             return {"type": "null"}
@@ -419,6 +429,8 @@ class NativeFunction(KernelFunction):
         if self._is_async:
             return await self.func(**arguments)
         if self._thread:
+            import asyncio
+
             return await asyncio.to_thread(self.func, **arguments)
         result = self.func(**arguments)
         if inspect.isawaitable(result):

@@ -8,20 +8,17 @@ read on the invoke path.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import inspect
+import os
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from importlib.metadata import entry_points
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-import pluggy
-
-from . import hookspecs
+from . import logging as _logging
 from .contents import (
     ChatMessage,
     ChatRequest,
@@ -50,13 +47,17 @@ from .functions import (
     is_kernel_function,
     parse_function_name,
 )
-from .logging import configure as configure_logging
-from .logging import get_logger, register_secrets
 from .middleware import STAGES, Filter, FunctionContext, PromptContext, Stage, run_pipeline
-from .prompt_function import PromptFunction
-from .prompts import PluginNamespace, parse_chat
 from .services import ServiceRegistry
-from .settings import KernelSettings
+
+if TYPE_CHECKING:
+    # Loaded when first needed, to keep `import kernel` cheap: pluggy and
+    # importlib.metadata (hooks), jinja2 (templates), pydantic-settings (configuration).
+    import pluggy
+
+    from .prompt_function import PromptFunction
+    from .prompts import PluginNamespace
+    from .settings import KernelSettings
 
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "connectors.openai_models",
@@ -69,31 +70,27 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
 )
 """Modules registered as default plugins, exactly like third-party ones."""
 
-_DEPTH: ContextVar[int] = ContextVar("kernel_call_depth", default=0)
-_METER: ContextVar[_Meter | None] = ContextVar("kernel_usage_meter", default=None)
+_METER: ContextVar[tuple[int, FunctionResult] | None] = ContextVar("kernel_usage_meter", default=None)
+"""(nesting depth, result) of the innermost running invocation. The result under
+construction is the meter: model calls add their usage and cost to it, and a finished
+nested invocation adds its own to its parent's. Its `cost` starts at 0.0 and becomes None
+(unpriced) for good as soon as one call is unpriced: an unknown cost is never zero."""
 
-log = get_logger("kernel")
+log = _logging.LazyLogger("kernel")
 
 
-class _Meter:
-    """Usage and cost of one invocation, nested calls included."""
+def _as_prompt_function(fn: Any) -> PromptFunction | None:
+    """`fn` if it is a prompt function. No prompt function exists before its module (and
+    jinja2) is imported, so native-only applications never load the template engine."""
+    module = sys.modules.get("kernel.prompt_function")
+    if module is not None and isinstance(fn, module.PromptFunction):
+        return cast("PromptFunction", fn)
+    return None
 
-    __slots__ = ("cost", "unpriced", "usage")
 
-    def __init__(self) -> None:
-        self.usage = Usage()
-        self.cost = 0.0
-        self.unpriced = False
-
-    def merge(self, other: _Meter) -> None:
-        self.usage.add(other.usage)
-        self.cost += other.cost
-        self.unpriced |= other.unpriced
-
-    @property
-    def total_cost(self) -> float | None:
-        """None when any model call was unpriced: never report an unknown cost as zero."""
-        return None if self.unpriced else self.cost
+def _add_cost(result: FunctionResult, cost: float | None) -> None:
+    if result.cost is not None:
+        result.cost = None if cost is None else result.cost + cost
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +121,18 @@ class Kernel:
         builtins: bool = True,
         strict: bool | None = None,
     ) -> None:
-        self.settings = settings if settings is not None else KernelSettings.load()
+        import pluggy
+
+        from . import hookspecs
+
+        if settings is None:
+            from .settings import KernelSettings
+
+            settings = KernelSettings.load()
+        self.settings = settings
         self.strict = self.settings.strict_plugins if strict is None else strict
-        configure_logging(self.settings.log.level, self.settings.log.format)
-        register_secrets(
+        _logging.configure(self.settings.log.level, self.settings.log.format)
+        _logging.register_secrets(
             svc.api_key.get_secret_value() for svc in self.settings.services.values() if svc.api_key
         )
         self.services = ServiceRegistry(self.settings)
@@ -137,8 +142,9 @@ class Kernel:
         self.approval: Callable[..., Any] | None = None
         self._namespaces: dict[str, PluginNamespace] | None = None
         self._functions_by_tool: dict[str, KernelFunction] = {}
+        self._functions_by_name: dict[str, KernelFunction] = {}
 
-        self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.pm: pluggy.PluginManager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
         if builtins:
             for module_name in BUILTIN_PLUGINS:
@@ -152,7 +158,7 @@ class Kernel:
             self._guard(getattr(plugin, "__name__", type(plugin).__name__), lambda p=plugin: self.pm.register(p))
         self._collect_registrations()
         for directory in self.settings.plugin_dirs:
-            self.add_plugin(Path(directory))
+            self.add_plugin(os.fspath(directory))
         self.pm.hook.kernel_configured(kernel=self)
 
     # -- plugin manager ---------------------------------------------------------------
@@ -178,6 +184,10 @@ class Kernel:
         self._guard(module_name, action)
 
     def _load_entry_points(self) -> None:
+        from importlib.metadata import entry_points
+
+        from . import hookspecs
+
         allow = self.settings.plugin_allowlist
         allowed = {n.strip() for n in allow.split(",") if n.strip()} if allow is not None else None
         for ep in entry_points(group=hookspecs.ENTRY_POINT_GROUP):
@@ -241,7 +251,9 @@ class Kernel:
     ) -> KernelPlugin:
         """Add functions: a `KernelPlugin`, a module or object with `@kernel_function`
         members, a list of functions, or a plugin folder (`str`/`Path`)."""
-        if isinstance(plugin, str | Path):
+        if isinstance(plugin, str | os.PathLike):  # a folder (pathlib loads with the loader)
+            from pathlib import Path
+
             from .loader import load_plugins
 
             loaded: KernelPlugin | None = None
@@ -283,6 +295,7 @@ class Kernel:
             self.plugins[plugin.name] = plugin
         for fn in plugin:
             self._functions_by_tool[fn.tool_name] = fn
+            self._functions_by_name[fn.fully_qualified_name] = fn
         self._namespaces = None
         return plugin
 
@@ -315,6 +328,9 @@ class Kernel:
     def get_function(self, name: str, function: str | None = None) -> KernelFunction:
         """Look up `plugin.function`, a tool name `plugin-function`, or (plugin, function)."""
         if function is None:
+            by_name = self._functions_by_name.get(name)
+            if by_name is not None:
+                return by_name
             by_tool = self._functions_by_tool.get(name)
             if by_tool is not None:
                 return by_tool
@@ -343,6 +359,8 @@ class Kernel:
         """Plugins as template globals: `{{ plugin.function(...) }}`."""
         namespaces = self._namespaces
         if namespaces is None:
+            from .prompts import PluginNamespace
+
             namespaces = self._namespaces = {
                 name: PluginNamespace(self, name, plugin.functions) for name, plugin in self.plugins.items()
             }
@@ -359,7 +377,7 @@ class Kernel:
     ) -> FunctionResult:
         """Invoke a function with validated arguments; returns its value and the usage of
         every model call made on its behalf (nested calls included)."""
-        fn = function if isinstance(function, KernelFunction) else self.get_function(function)
+        fn = self.get_function(function) if isinstance(function, str) else function
         if arguments is None:
             args: dict[str, Any] = kwargs
         elif kwargs:
@@ -367,43 +385,58 @@ class Kernel:
             args.update(kwargs)
         else:
             args = arguments if isinstance(arguments, dict) else dict(arguments)
-        depth = _DEPTH.get()
+        parent = _METER.get()
+        depth = 0 if parent is None else parent[0]
         if depth >= self.settings.max_call_depth:
             raise RecursionLimitError(
                 f"{fn.fully_qualified_name}: functions nested deeper than {self.settings.max_call_depth} "
                 "calls (recursive functions?); raise max_call_depth if this is intended"
             )
-        parent = _METER.get()
-        meter = _Meter()
-        depth_token = _DEPTH.set(depth + 1)
-        meter_token = _METER.set(meter)
-        start = time.perf_counter()
+        meter = result = FunctionResult(fn.fully_qualified_name, None, Usage(), 0.0)
+        token = _METER.set((depth + 1, meter))
+        logged = _logging.INFO_ENABLED  # build no log event when info is filtered out
+        start = time.perf_counter() if logged else 0.0
         try:
             if self.filters["function"]:
                 result = await self._invoke_filtered(fn, args, meter)
+                result.cost = meter.cost
+            elif fn.timeout is None and type(args) is dict:
+                # The hot path: _call() inlined (one coroutine frame less).
+                validated = fn.validate(args)
+                try:
+                    meter.value = await fn.run(self, validated)
+                except KernelError:
+                    raise
+                except Exception as exc:
+                    raise InvocationError(f"{fn.fully_qualified_name} failed: {type(exc).__name__}: {exc}") from exc
             else:
-                result = FunctionResult(fn.fully_qualified_name, await self._call(fn, args), meter.usage)
-            result.cost = meter.total_cost
+                meter.value = await self._call(fn, args)
         except BaseException as exc:
-            log.info("function_invoked", function=fn.fully_qualified_name, outcome="error",
-                     error=type(exc).__name__, duration_ms=round((time.perf_counter() - start) * 1000, 3))
+            if logged:
+                log.info("function_invoked", function=fn.fully_qualified_name, outcome="error",
+                         error=type(exc).__name__, duration_ms=round((time.perf_counter() - start) * 1000, 3))
             raise
         finally:
-            _METER.reset(meter_token)
-            _DEPTH.reset(depth_token)
+            _METER.reset(token)
             if parent is not None:
-                parent.merge(meter)
-        log.info("function_invoked", function=fn.fully_qualified_name, outcome="ok",
-                 duration_ms=round((time.perf_counter() - start) * 1000, 3))
+                outer = parent[1]
+                if meter.usage.requests:
+                    outer.usage.add(meter.usage)
+                _add_cost(outer, meter.cost)
+        if logged:
+            log.info("function_invoked", function=fn.fully_qualified_name, outcome="ok",
+                     duration_ms=round((time.perf_counter() - start) * 1000, 3))
         return result
 
     async def _call(self, fn: KernelFunction, args: Mapping[str, Any]) -> Any:
         validated = fn.validate(args)
-        settings = getattr(args, "settings", None)
+        settings = args.settings if isinstance(args, KernelArguments) else None
         if settings:
             validated = KernelArguments(validated, settings=settings)
         try:
             if fn.timeout is not None:
+                import asyncio
+
                 try:
                     return await asyncio.wait_for(fn.run(self, validated), fn.timeout)
                 except TimeoutError:
@@ -414,7 +447,9 @@ class Kernel:
         except Exception as exc:
             raise InvocationError(f"{fn.fully_qualified_name} failed: {type(exc).__name__}: {exc}") from exc
 
-    async def _invoke_filtered(self, fn: KernelFunction, args: dict[str, Any], meter: _Meter) -> FunctionResult:
+    async def _invoke_filtered(
+        self, fn: KernelFunction, args: dict[str, Any], meter: FunctionResult
+    ) -> FunctionResult:
         context = FunctionContext(self, fn, dict(args))
 
         async def final(ctx: FunctionContext) -> None:
@@ -428,6 +463,8 @@ class Kernel:
 
     def run(self, function: KernelFunction | str, arguments: Mapping[str, Any] | None = None, /, **kwargs: Any) -> FunctionResult:
         """Synchronous `invoke`, for scripts. Refuses to run inside an event loop."""
+        import asyncio
+
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -438,6 +475,8 @@ class Kernel:
 
     async def render_prompt(self, fn: PromptFunction, arguments: Mapping[str, Any]) -> list[ChatMessage]:
         """Render a prompt function to chat messages (through `prompt` filters)."""
+        from .prompts import parse_chat
+
         if not self.filters["prompt"]:
             return parse_chat(await fn.render(self, arguments))
         context = PromptContext(self, fn, dict(arguments))
@@ -454,9 +493,10 @@ class Kernel:
 
     async def render(self, function: str | PromptFunction, arguments: Mapping[str, Any] | None = None, /, **kwargs: Any) -> list[ChatMessage]:
         """The chat messages a prompt function would send, without calling a model."""
-        fn = function if isinstance(function, KernelFunction) else self.get_function(function)
-        if not isinstance(fn, PromptFunction):
-            raise KernelError(f"{fn.fully_qualified_name} is a native function; only prompt functions render")
+        found = function if isinstance(function, KernelFunction) else self.get_function(function)
+        fn = _as_prompt_function(found)
+        if fn is None:
+            raise KernelError(f"{found.fully_qualified_name} is a native function; only prompt functions render")
         args = {**(arguments or {}), **kwargs}
         return await self.render_prompt(fn, fn.validate(args))
 
@@ -500,9 +540,10 @@ class Kernel:
         self.record_usage(accumulator.usage, accumulator.model)
 
     def record_usage(self, usage: Usage, model: str) -> None:
-        meter = _METER.get()
-        if meter is None:
+        current = _METER.get()
+        if current is None:
             return
+        meter = current[1]
         usage = Usage(usage.input_tokens, usage.output_tokens, usage.cached_tokens,
                       usage.cache_write_tokens, max(usage.requests, 1))
         meter.usage.add(usage)
@@ -511,10 +552,7 @@ class Kernel:
             from .pricing import cost as price
 
             cost = price(usage, model, self.settings.prices)
-        if cost is None:
-            meter.unpriced = True
-        else:
-            meter.cost += cost
+        _add_cost(meter, cost)
 
     async def invoke_stream(
         self,
@@ -525,10 +563,11 @@ class Kernel:
     ) -> AsyncIterator[KernelStreamEvent]:
         """Stream a function: text deltas (and tool-call events) then a FinalMessage.
         A native function yields its whole result as one delta."""
-        fn = function if isinstance(function, KernelFunction) else self.get_function(function)
+        found = function if isinstance(function, KernelFunction) else self.get_function(function)
         args = {**(arguments or {}), **kwargs}
-        if not isinstance(fn, PromptFunction):
-            result = await self.invoke(fn, args)
+        fn = _as_prompt_function(found)
+        if fn is None:
+            result = await self.invoke(found, args)
             text = "" if result.value is None else str(result.value)
             yield TextDelta(text)
             yield FinalMessage(ChatMessage("assistant", text), result.usage)
@@ -555,6 +594,8 @@ class Kernel:
                             *, service: str | None = None, settings: Mapping[str, Any] | None = None,
                             **kwargs: Any) -> FunctionResult:
         """Render and run an ad-hoc prompt template (compiled once, cached)."""
+        from .prompt_function import PromptFunction
+
         fn = PromptFunction.from_template(template, name="inline", plugin="prompt", settings=settings, service=service)
         return await self.invoke(fn, {**(arguments or {}), **kwargs})
 

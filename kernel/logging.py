@@ -8,14 +8,11 @@ from the configuration and provider environment variables), and common key shape
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any
-
-import structlog
 
 MASK = "***"
 _SECRET_KEYS = re.compile(r"(api[_-]?key|authorization|token|secret|password|passwd|x-api-key|dsn)", re.I)
@@ -79,14 +76,20 @@ def _format_exc_redacted(_logger: Any, _method: str, event_dict: MutableMapping[
     return event_dict
 
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+# stdlib logging's numeric levels (structlog's filtering loggers take them), without
+# importing `logging`: structlog itself is imported on the first configure().
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 _configured = False
+INFO_ENABLED = False
+"""Whether the kernel's info events are emitted: hot paths test it before building an event."""
 
 
 def configure(level: str = "warning", fmt: str = "console", stream: Any = None) -> None:
     """Configure structlog for the kernel (idempotent; an application may configure
     structlog itself instead, but should keep `redact` in its processors)."""
-    global _configured
+    global _configured, INFO_ENABLED
+    import structlog
+
     register_secrets(os.environ.get(name) for name in _PROVIDER_KEY_ENV)
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -103,14 +106,33 @@ def configure(level: str = "warning", fmt: str = "console", stream: Any = None) 
             _format_exc_redacted,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.WARNING)),
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, 30)),
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
         cache_logger_on_first_use=False,
     )
     _configured = True
+    INFO_ENABLED = _LEVELS.get(level, 30) <= _LEVELS["info"]
 
 
 def get_logger(name: str = "kernel") -> Any:
     if not _configured:
         configure()
+    import structlog
+
     return structlog.get_logger(name)
+
+
+class LazyLogger:
+    """A logger that configures and imports structlog on its first use, so that a module
+    can hold one at import time without paying for structlog."""
+
+    __slots__ = ("_logger", "_name")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._logger: Any = None
+
+    def __getattr__(self, method: str) -> Any:
+        if self._logger is None:
+            self._logger = get_logger(self._name)
+        return getattr(self._logger, method)
