@@ -257,3 +257,68 @@ async def test_anthropic_streamed_tool_use_blocks_are_answered_in_one_user_turn(
     assert [b["tool_use_id"] for b in results] == ["toolu_01P", "toolu_02O"]
     contents = [b["content"] if isinstance(b["content"], str) else b["content"][0]["text"] for b in results]
     assert contents == ["18C", "9C"]
+
+
+# --- `kernel chat` --------------------------------------------------------------------------
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Any, stdin: str, *argv: str,
+            replies: tuple[Any, ...] = ()) -> tuple[int, ScriptedChatModel, Weather]:
+    import io
+
+    from kernel.cli import main
+
+    config = tmp_path / "kernel.toml"
+    config.write_text("standard_plugins = false\nplugin_autoload = false\n")
+    weather = Weather()
+    model = ScriptedChatModel(replies)
+
+    def configure(kernel: Kernel) -> None:
+        kernel.add_plugin(weather, name="weather")
+        kernel.services.add_service("test", model)
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    code = main(["chat", "--config", str(config), *argv], configure=configure)
+    return code, model, weather
+
+
+def test_cli_chat_streams_answers_and_reports_tool_calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Any,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    code, model, weather = run_cli(
+        monkeypatch, tmp_path, "weather in Paris?\n\nthanks\n/exit\nnot read\n",
+        "--system", "be brief", "--plugin", "weather",
+        replies=(tool_call("weather.get_temperature", city="Paris"), "It is 18C.", "You're welcome."),
+    )
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert out == "It is 18C.\nYou're welcome.\n"
+    assert '[tool] weather.get_temperature({"city": "Paris"}) -> 18C' in err
+    assert weather.cities == ["Paris"]
+    assert len(model.requests) == 3  # the empty line and the line after /exit were not sent
+    assert [m.role for m in model.requests[2].messages] == ["system", "user", "assistant", "tool", "assistant", "user"]
+    assert model.requests[0].messages[0].content == "be brief"
+    assert [t.name for t in model.requests[0].tools] == ["weather-get_temperature"]
+
+
+def test_cli_chat_no_tools_json_and_failed_turn(monkeypatch: pytest.MonkeyPatch, tmp_path: Any,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from kernel.errors import ProviderError
+    from kernel.testing import error_reply
+
+    code, model, _ = run_cli(
+        monkeypatch, tmp_path, "hello\nagain\n", "--no-tools", "--json",
+        replies=(error_reply(ProviderError("bad request", status_code=400)), "hi there"),
+    )
+    out, err = capsys.readouterr()
+    assert code == 1  # one turn failed, the session went on
+    assert "error: bad request" in err
+    record = json.loads(out.strip())
+    assert record["text"] == "hi there" and record["tool_calls"] == [] and record["usage"]["requests"] == 1
+    assert model.requests[-1].tools == []
+    assert [m.content for m in model.requests[-1].messages] == ["again"]  # the failed turn was dropped
+
+
+def test_cli_chat_unknown_plugin_is_a_usage_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Any,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    code, model, _ = run_cli(monkeypatch, tmp_path, "hi\n", "--plugin", "nope")
+    assert code == 2 and "nope" in capsys.readouterr().err and model.requests == []
