@@ -115,6 +115,12 @@ class SentenceTransformerEmbeddings:
                 raise ExtraNotInstalledError(
                     "local embeddings", "local", "sentence_transformers"
                 ) from None
+            try:  # no download bars on stderr (the CLI draws its own progress)
+                from transformers.utils import logging as hf_logging
+
+                hf_logging.disable_progress_bar()
+            except ImportError:  # pragma: no cover - transformers comes with sentence_transformers
+                pass
             try:
                 st = SentenceTransformer(str(path), device=self.device, local_files_only=True)
             except Exception as exc:

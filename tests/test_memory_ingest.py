@@ -178,3 +178,39 @@ async def test_recall_through_the_kernel(tmp_path: Path, minilm: SentenceTransfo
         assert "(source: evil.md#Install)" in messages[1].content
     finally:
         await kernel.services.aclose()
+
+
+async def test_cli_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+    import json
+
+    from kernel import Kernel, KernelSettings
+    from kernel.cli_memory import add_memory_commands
+
+    parser = argparse.ArgumentParser()
+    add_memory_commands(parser.add_subparsers(dest="command"), None)
+    kernel = Kernel(settings=KernelSettings(), load_entry_points=False)
+    kernel.services.add_service("hash", HashingEmbedder(), kind="embedding")
+    kernel.services.add_service("mem", SQLiteVectorStore(tmp_path / "cli.db"), kind="memory")
+
+    async def run(*argv: str) -> str:
+        args = parser.parse_args(argv)
+        assert await args.handler(args, kernel) == 0
+        return capsys.readouterr().out
+
+    try:
+        report = json.loads(await run("memory", "ingest", str(DOCS), "-c", "docs", "--chunk-size", "300", "--json"))
+        assert report["files"] == 3 and report["added"] == report["chunks"] > 0
+        hits = json.loads(await run("memory", "search", "tomato soup", "-c", "docs", "-k", "2", "--json"))
+        assert hits[0]["reference"] == "cooking.txt" and hits[0]["rank"] == 1
+        only_faq = json.loads(
+            await run("memory", "search", "tomato soup", "-k", "9", "--filter", "source=faq.md", "--json")
+        )
+        assert only_faq and {h["metadata"]["source"] for h in only_faq} == {"faq.md"}
+        text = await run("memory", "search", "pgvector", "--mode", "keyword", "-k", "1")
+        assert text.startswith("[1] ")
+        assert json.loads(await run("memory", "collections", "--json")) == [
+            {"name": "docs", "count": report["chunks"]}
+        ]
+    finally:
+        await kernel.services.aclose()
