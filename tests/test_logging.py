@@ -1,0 +1,120 @@
+"""structlog: one event per invocation, no argument values by default, secrets redacted
+everywhere (fields, nested data, exception texts)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import pytest
+
+from kernel import Kernel, KernelSettings, kernel_function
+from kernel import logging as klog
+from kernel.errors import InvocationError
+from kernel.settings import ServiceSettings
+
+SECRET_IN_SETTINGS = "cfg-secret-value-42"
+
+
+@pytest.fixture
+def captured() -> Iterator[tuple[Kernel, io.StringIO]]:
+    settings = KernelSettings(services={"main": ServiceSettings(provider="openai", api_key=SECRET_IN_SETTINGS)})
+    k = Kernel(settings=settings, load_entry_points=False, builtins=False)  # (re)configures logging
+    stream = io.StringIO()
+    klog.configure(level="debug", stream=stream)
+    yield k, stream
+    klog.configure()  # back to the default: warnings to stderr
+
+
+def lines(stream: io.StringIO, event: str) -> list[str]:
+    return [line for line in stream.getvalue().splitlines() if f"event={event}" in line]
+
+
+async def test_one_info_event_per_invocation_without_values(captured: tuple[Kernel, io.StringIO]) -> None:
+    k, stream = captured
+
+    @kernel_function
+    def greet(name: str) -> str:
+        return f"hello {name}"
+
+    k.add_plugin([greet], name="demo")
+    await k.invoke("demo.greet", name="PRIVATE-VALUE")
+    events = lines(stream, "function_invoked")
+    assert len(events) == 1
+    line = events[0]
+    assert "level=info" in line and "function=demo.greet" in line and "outcome=ok" in line
+    assert "duration_ms=" in line
+    assert "PRIVATE-VALUE" not in stream.getvalue()
+    assert "hello" not in stream.getvalue()
+
+
+async def test_failure_event_names_error_not_values(captured: tuple[Kernel, io.StringIO]) -> None:
+    k, stream = captured
+
+    @kernel_function
+    def fail(token: str) -> str:
+        raise RuntimeError("bad thing")
+
+    k.add_plugin([fail], name="demo")
+    with pytest.raises(InvocationError):
+        await k.invoke("demo.fail", token="ARG-VALUE")
+    events = lines(stream, "function_invoked")
+    assert len(events) == 1 and "outcome=error" in events[0] and "error=InvocationError" in events[0]
+    assert "ARG-VALUE" not in stream.getvalue()
+
+
+async def test_no_info_events_at_warning_level() -> None:
+    k = Kernel(settings=KernelSettings(), load_entry_points=False, builtins=False)
+    stream = io.StringIO()
+    klog.configure(level="warning", stream=stream)
+    try:
+        @kernel_function
+        def ping() -> str:
+            return "pong"
+
+        k.add_plugin([ping], name="demo")
+        await k.invoke("demo.ping")
+        assert stream.getvalue() == ""
+    finally:
+        klog.configure()
+
+
+SHAPES = [
+    "sk-proj-abcdefghijklmnop1234",
+    "sk-ant-api03-abcdefghijklmnop",
+    "Bearer abcdefghijklmnop.qrstu",
+    "postgresql://admin:hunter2secret@db.example:5432/app",
+]
+
+
+@pytest.mark.parametrize("text", SHAPES)
+def test_secret_shapes_masked(captured: tuple[Kernel, io.StringIO], text: str) -> None:
+    _, stream = captured
+    log = klog.get_logger("test")
+    log.warning("provider_said", detail=f"request failed with {text} in it", nested={"items": [text]})
+    out = stream.getvalue()
+    secret = text.split("://")[1].split("@")[0].split(":")[1] if "://" in text else text.split()[-1]
+    assert secret not in out
+    assert klog.MASK in out
+
+
+def test_secret_from_settings_masked_in_fields_and_exceptions(captured: tuple[Kernel, io.StringIO]) -> None:
+    _, stream = captured
+    log = klog.get_logger("test")
+    log.warning("call_failed", message=f"the key {SECRET_IN_SETTINGS} was rejected")
+    log.warning("headers", headers={"Authorization": "anything", "x-api-key": "anything-else"}, api_key="plain")
+    try:
+        raise ValueError(f"server echoed {SECRET_IN_SETTINGS} and sk-abcdefghijklmnopqrst")
+    except ValueError:
+        log.exception("boom")
+    out = stream.getvalue()
+    assert SECRET_IN_SETTINGS not in out
+    assert "sk-abcdefghijklmnopqrst" not in out
+    assert "anything-else" not in out and "api_key=plain" not in out
+    assert "ValueError" in out  # the exception is still logged, just redacted
+
+
+def test_mask_text_directly() -> None:
+    klog.register_secret("my-registered-secret")
+    assert klog.mask_text("x my-registered-secret y") == f"x {klog.MASK} y"
+    assert klog.mask_text("nothing secret here") == "nothing secret here"
