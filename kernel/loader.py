@@ -36,7 +36,7 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -133,11 +133,12 @@ class _Loader:
 
     def read(self, path: Path) -> str:
         try:
-            size = path.stat().st_size
-            if size > MAX_FILE_BYTES:
-                self.problem(path, f"file is too large ({size:,} bytes; the limit is {MAX_FILE_BYTES:,})")
-                raise _Skip
-            data = path.read_bytes()
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_FILE_BYTES + 1)
+                if len(data) > MAX_FILE_BYTES:
+                    size = os.fstat(handle.fileno()).st_size
+                    self.problem(path, f"file is too large ({size:,} bytes; the limit is {MAX_FILE_BYTES:,})")
+                    raise _Skip
         except OSError as exc:
             self.problem(path, f"cannot read file: {exc.strerror or exc}")
             raise _Skip from None
@@ -326,9 +327,12 @@ class _Loader:
             return []
         out: list[InputVariable] = []
         for name, spec in items:
-            line = _key_line(text, name)
+
+            def line(name: str = name) -> int | None:
+                return _key_line(text, name)
+
             if not NAME_PATTERN.match(name):
-                self.problem(path, f"invalid input name {name!r}", line)
+                self.problem(path, f"invalid input name {name!r}", line())
                 continue
             if spec is None:
                 out.append(InputVariable(name))
@@ -337,19 +341,19 @@ class _Loader:
                 out.append(InputVariable(name, description=spec))
                 continue
             if not isinstance(spec, Mapping):
-                self.problem(path, f"input {name!r}: expected a description or a mapping", line)
+                self.problem(path, f"input {name!r}: expected a description or a mapping", line())
                 continue
             unknown = sorted(str(k) for k in spec if k not in INPUT_KEYS)
             if unknown:
                 self.problem(path, f"input {name!r}: unknown key(s) {', '.join(unknown)} "
-                                   f"(expected: {', '.join(sorted(INPUT_KEYS))})", line)
+                                   f"(expected: {', '.join(sorted(INPUT_KEYS))})", line())
                 continue
             var = self.input_variable(name, spec, path, line, sk=False)
             if var is not None:
                 out.append(var)
         return out
 
-    def input_variable(self, name: str, spec: Mapping[str, Any], path: Path, line: int | None,
+    def input_variable(self, name: str, spec: Mapping[str, Any], path: Path, line: Callable[[], int | None],
                        *, sk: bool) -> InputVariable | None:
         kind = spec.get("type")
         schema = spec.get("json_schema" if sk else "schema")
@@ -357,10 +361,10 @@ class _Loader:
             try:
                 schema = json.loads(schema) if schema.strip() else None
             except json.JSONDecodeError as exc:
-                self.problem(path, f"input {name!r}: json_schema is not valid JSON ({exc.msg})", line)
+                self.problem(path, f"input {name!r}: json_schema is not valid JSON ({exc.msg})", line())
                 return None
         if schema is not None and not isinstance(schema, dict):
-            self.problem(path, f"input {name!r}: the schema must be a JSON schema object", line)
+            self.problem(path, f"input {name!r}: the schema must be a JSON schema object", line())
             return None
         if kind is None and schema:
             kind = schema.get("type") if isinstance(schema.get("type"), str) else None
@@ -369,13 +373,13 @@ class _Loader:
                 kind = None  # SK uses free-form type names (e.g. "string", "int"): not enforced
             else:
                 self.problem(path, f"input {name!r}: unknown type {kind!r} (expected: {', '.join(sorted(JSON_TYPES))})",
-                             line)
+                             line())
                 return None
         required = spec.get("is_required" if sk else "required")
         trusted = spec.get("allow_dangerously_set_content" if sk else "trusted", False)
         for label, value in (("required", required), ("trusted", trusted)):
             if value is not None and not isinstance(value, bool):
-                self.problem(path, f"input {name!r}: {label} must be true or false", line)
+                self.problem(path, f"input {name!r}: {label} must be true or false", line())
                 return None
         var = InputVariable(name, description=str(spec.get("description") or ""), required=required,
                             type=kind, trusted=bool(trusted), schema=dict(schema or {}))
@@ -530,13 +534,16 @@ class _Loader:
                 self.problem(path, "each input variable needs a 'name'", line_of("input_variables"))
                 continue
             name = item["name"]
-            line = line_of(name)
+
+            def line(name: str = name) -> Any:
+                return line_of(name)
+
             if not NAME_PATTERN.match(name):
-                self.problem(path, f"invalid input variable name {name!r}", line)
+                self.problem(path, f"invalid input variable name {name!r}", line())
                 continue
             unknown = sorted(str(k) for k in item if k not in SK_INPUT_KEYS)
             if unknown:
-                self.problem(path, f"input variable {name!r}: unknown key(s) {', '.join(unknown)}", line)
+                self.problem(path, f"input variable {name!r}: unknown key(s) {', '.join(unknown)}", line())
                 continue
             var = self.input_variable(name, item, path, line, sk=True)
             if var is not None:
