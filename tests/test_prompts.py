@@ -225,6 +225,21 @@ class TestSandbox:
             await render(make_kernel(), source)
         assert time.perf_counter() - start < 2
 
+    async def test_sync_and_async_rendering_share_the_sandbox(self) -> None:
+        @kernel_function
+        def word() -> str:
+            return "w"
+
+        k = make_kernel()
+        k.add_plugin([word], name="fx")
+        assert CompiledTemplate("{{ x }}", "plain").is_async is False
+        assert CompiledTemplate("{{ fx.word() }}", "calls").is_async is True
+        assert (await render(k, "{{ fx.word() }}{{ 1 + 1 }}"))[0].content == "w2"
+        with pytest.raises(SandboxViolationError):
+            await render(k, "{{ fx.word() }}{{ 'A' * 10**9 }}")
+        with pytest.raises(SandboxViolationError):
+            await render(k, "{{ fx.word() }}{% for i in range(10**6) %}{% endfor %}")
+
     async def test_output_size_cap(self) -> None:
         source = "{% for i in range(2000) %}{{ chunk }}{% endfor %}"
         with pytest.raises(SandboxViolationError, match="exceeds"):
