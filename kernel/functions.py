@@ -208,7 +208,7 @@ def argument_error_from(function: str, exc: ValidationError | ValueError) -> Arg
 
     if not isinstance(exc, ValidationError):
         return ArgumentError(function, None, str(exc))
-    problems = []
+    problems: list[str] = []
     first_param: str | None = None
     for err in exc.errors(include_url=False):
         loc = err.get("loc") or ()
@@ -346,7 +346,7 @@ class NativeFunction(KernelFunction):
         marker: FunctionMarker = getattr(func, MARKER_ATTRIBUTE, None) or FunctionMarker()
         self.func = func
         self.plugin_name = check_name("plugin", plugin_name)
-        raw_name = name or marker.name or getattr(func, "__name__", "")
+        raw_name = str(name or marker.name or getattr(func, "__name__", ""))
         self.name = check_name("function", raw_name, f" ({plugin_name})")
         doc = inspect.getdoc(func) or ""
         self.description = description or marker.description or doc.split("\n\n")[0].strip()
@@ -387,7 +387,7 @@ class NativeFunction(KernelFunction):
             default = ... if required else param.default
             # Keep the Field (constraints such as max_length live in its metadata) on the
             # type, so validation and the schema both see them.
-            annotated = Annotated[base, info] if info is not None else base
+            annotated: Any = Annotated[base, info] if info is not None else base
             fields[param.name] = (annotated, default)
             try:
                 schema = TypeAdapter(annotated).json_schema()
@@ -398,7 +398,7 @@ class NativeFunction(KernelFunction):
         self._parameters = params
         self._return_hint = hints.get("return", Any)
         self._arguments_model = (
-            create_model(  # type: ignore[call-overload]
+            create_model(
                 f"{self.plugin_name}_{self.name}_arguments",
                 __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
                 **fields,

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from . import logging as _logging
@@ -155,7 +156,7 @@ class Kernel:
         if autoload:
             self._load_entry_points()
         for plugin in plugins:
-            self._guard(getattr(plugin, "__name__", type(plugin).__name__), lambda p=plugin: self.pm.register(p))
+            self._guard(getattr(plugin, "__name__", type(plugin).__name__), partial(self.pm.register, plugin))
         self._collect_registrations()
         for directory in self.settings.plugin_dirs:
             self.add_plugin(os.fspath(directory))
@@ -196,7 +197,10 @@ class Kernel:
                 continue
             if self.pm.get_plugin(ep.name) is not None:
                 continue
-            self._guard(ep.name, lambda ep=ep: self.pm.register(ep.load(), name=ep.name))
+            self._guard(ep.name, partial(self._register_entry_point, ep))
+
+    def _register_entry_point(self, ep: Any) -> None:
+        self.pm.register(ep.load(), name=ep.name)
 
     def _collect_registrations(self) -> None:
         """Call every plugin's registration hooks one by one, so that one broken plugin
@@ -207,11 +211,11 @@ class Kernel:
             def register_connector(kind: Any, provider: str, factory: Any, _source: str = source) -> None:
                 self.services.add_connector(kind, provider, factory, _source)
 
-            self._guard(source, lambda impl=impl, r=register_connector: impl.function(register=r))
+            self._guard(source, partial(impl.function, register=register_connector))
         for impl in self.pm.hook.register_plugins.get_hookimpls():
-            self._guard(impl.plugin_name, lambda impl=impl: impl.function(register=self._register_plugin_from_hook))
+            self._guard(impl.plugin_name, partial(impl.function, register=self._register_plugin_from_hook))
         for impl in self.pm.hook.register_filters.get_hookimpls():
-            self._guard(impl.plugin_name, lambda impl=impl: impl.function(register=self.add_filter))
+            self._guard(impl.plugin_name, partial(impl.function, register=self.add_filter))
 
     def _register_plugin_from_hook(self, obj: Any, name: str | None = None, description: str | None = None) -> None:
         self.add_plugin(obj, name=name, description=description)
@@ -274,7 +278,7 @@ class Kernel:
                 group.add(item if isinstance(item, KernelFunction) else NativeFunction(item, plugin_name=name))
             return self._add(group)
         if callable(plugin) and is_kernel_function(plugin) and not inspect.isclass(plugin):
-            plugin_name = name or getattr(plugin, "__name__", "functions")
+            plugin_name = str(name or getattr(plugin, "__name__", "functions"))
             group = KernelPlugin(plugin_name)
             group.add(NativeFunction(plugin, plugin_name=plugin_name))
             return self._add(group)
@@ -305,7 +309,9 @@ class Kernel:
             function = NativeFunction(function, plugin_name=plugin or "functions")
         group = KernelPlugin(plugin or function.plugin_name)
         if plugin and plugin != function.plugin_name:
-            raise PluginError(f"{function.fully_qualified_name} belongs to plugin {function.plugin_name!r}, not {plugin!r}")
+            raise PluginError(
+                f"{function.fully_qualified_name} belongs to plugin {function.plugin_name!r}, not {plugin!r}"
+            )
         group.add(function)
         self._add(group)
         return function
@@ -458,10 +464,14 @@ class Kernel:
 
         await run_pipeline(self.filters["function"], context, final)
         if context.result is None:
-            raise InvocationError(f"{fn.fully_qualified_name}: a function filter neither called next() nor set a result")
+            raise InvocationError(
+                f"{fn.fully_qualified_name}: a function filter neither called next() nor set a result"
+            )
         return context.result
 
-    def run(self, function: KernelFunction | str, arguments: Mapping[str, Any] | None = None, /, **kwargs: Any) -> FunctionResult:
+    def run(
+        self, function: KernelFunction | str, arguments: Mapping[str, Any] | None = None, /, **kwargs: Any
+    ) -> FunctionResult:
         """Synchronous `invoke`, for scripts. Refuses to run inside an event loop."""
         import asyncio
 
@@ -491,7 +501,9 @@ class Kernel:
             context.messages = parse_chat(context.rendered or "")
         return context.messages
 
-    async def render(self, function: str | PromptFunction, arguments: Mapping[str, Any] | None = None, /, **kwargs: Any) -> list[ChatMessage]:
+    async def render(
+        self, function: str | PromptFunction, arguments: Mapping[str, Any] | None = None, /, **kwargs: Any
+    ) -> list[ChatMessage]:
         """The chat messages a prompt function would send, without calling a model."""
         found = function if isinstance(function, KernelFunction) else self.get_function(function)
         fn = _as_prompt_function(found)
@@ -520,7 +532,7 @@ class Kernel:
 
             result = await run_chat(self, messages, service=service, settings=settings,
                                     output_schema=fn.output_schema, **tool_options)
-            return result.response  # type: ignore[no-any-return]
+            return result.response
         request = ChatRequest(messages, settings=settings, output_schema=fn.output_schema,
                               output_schema_name=fn.name)
         return await self.complete(request, service)

@@ -143,7 +143,7 @@ class PromptFunction(KernelFunction):
             params.append(ParameterInfo(var.name, var.description, schema, required, default))
         self._parameters = params
         self._arguments_model = (
-            create_model(  # type: ignore[call-overload]
+            create_model(
                 f"{self.plugin_name}_{self.name}_arguments",
                 __config__=ConfigDict(extra="forbid"),
                 **fields,

@@ -130,9 +130,11 @@ class KernelSettings(BaseSettings):
     )
     standard_plugins: bool = Field(True, description="register the standard plugins (time, math...)")
     max_call_depth: int = Field(16, ge=1, description="nesting limit of function calls")
-    retry: RetrySettings = Field(default_factory=RetrySettings)
-    tool_loop: ToolLoopSettings = Field(default_factory=ToolLoopSettings)
-    log: LogSettings = Field(default_factory=LogSettings)
+    # `model_validate({})` rather than the class: type checkers without pydantic's plugin
+    # do not know that every field has a default.
+    retry: RetrySettings = Field(default_factory=lambda: RetrySettings.model_validate({}))
+    tool_loop: ToolLoopSettings = Field(default_factory=lambda: ToolLoopSettings.model_validate({}))
+    log: LogSettings = Field(default_factory=lambda: LogSettings.model_validate({}))
     prices: dict[str, Price] = Field(default_factory=dict, description="keyed by model id")
     cache_dir: Path = Field(
         default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))

@@ -52,18 +52,22 @@ def _tool_name(name: str) -> str:
     return name.replace(".", TOOL_NAME_SEPARATOR, 1) if "." in name else name
 
 
-def tool_call(name: str, arguments: dict[str, Any] | str | None = None, /, *, id: str | None = None, **kwargs: Any) -> ScriptedReply:
+def tool_call(
+    name: str, arguments: dict[str, Any] | str | None = None, /, *, id: str | None = None, **kwargs: Any
+) -> ScriptedReply:
     """A reply that calls one function (`plugin.function` or its tool name). `arguments`
     may be raw text, to script a model that sends invalid JSON."""
     return tool_calls((name, arguments if arguments is not None else kwargs, id))
 
 
-def tool_calls(*calls: tuple[str, dict[str, Any] | str] | tuple[str, dict[str, Any] | str, str | None]) -> ScriptedReply:
+def tool_calls(
+    *calls: tuple[str, dict[str, Any] | str] | tuple[str, dict[str, Any] | str, str | None],
+) -> ScriptedReply:
     """A reply with several parallel calls: `tool_calls(("a.b", {...}), ("c.d", {...}))`."""
     built = []
     for call in calls:
         name, arguments = call[0], call[1]
-        call_id = call[2] if len(call) > 2 and call[2] else f"call_{next(_ids)}"  # type: ignore[misc]
+        call_id = call[2] if len(call) > 2 and call[2] else f"call_{next(_ids)}"
         raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
         built.append(ToolCall(call_id, _tool_name(name), raw))
     return ScriptedReply(tool_calls=built)
