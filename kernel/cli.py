@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -46,12 +47,13 @@ EXIT_CONFIG = 3
 EXIT_PLUGINS = 4
 EXIT_INTERRUPTED = 130
 
-COMMAND_MODULES: dict[str, tuple[str, ...]] = {
-    "kernel.cli_memory": ("memory",),
-    "kernel.cli_chat": ("chat",),
-    "kernel.cli_plan": ("plan",),
+COMMAND_MODULES: dict[str, dict[str, str]] = {
+    "kernel.cli_memory": {"memory": "vector memory: ingest, search, collections"},
+    "kernel.cli_chat": {"chat": "chat with a model, the loaded plugins offered as tools"},
+    "kernel.cli_plan": {"plan": "turn a goal into a plan of function calls; show, save or run it"},
 }
-"""Optional command modules and the commands they add (imported only when needed)."""
+"""Optional command modules, their commands and one-line help. A module is imported only
+when its command runs; `kernel --help` lists the commands without importing anything."""
 
 _OPTIONS_WITH_VALUE = frozenset({"--config", "--service", "--plugins"})
 _OWN_COMMANDS = frozenset({"plugins", "render", "run", "config"})
@@ -129,6 +131,15 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """Sub-command parser: an option a command module declares again (say its own
+    `--json`) replaces the common one instead of failing the whole CLI."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("conflict_handler", "resolve")
+        super().__init__(*args, **kwargs)
+
+
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     common = common_parser()
     parents = [common]
@@ -137,7 +148,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         description="Plugin-based LLM orchestration kernel: inspect plugins, render and run functions.",
     )
     parser.add_argument("--version", action=_VersionAction)
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers: Any = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
 
     plugins = subparsers.add_parser("plugins", parents=parents, help="list or check plugins")
     plugins_sub = plugins.add_subparsers(dest="plugins_command", metavar="ACTION")
@@ -165,20 +176,14 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p = config_sub.add_parser("show", parents=parents, help="the effective configuration, secrets masked")
     p.set_defaults(handler=cmd_config_show, needs_kernel=False)
 
-    for module_name in _modules_needed(argv):
-        _register_module(module_name, subparsers, parents)
-    return parser
-
-
-def _modules_needed(argv: Sequence[str]) -> list[str]:
-    """Import only the command module the command line asks for (all of them for help)."""
     command = _first_command(argv)
-    if command in _OWN_COMMANDS:
-        return []
     for module_name, commands in COMMAND_MODULES.items():
         if command in commands:
-            return [module_name]
-    return list(COMMAND_MODULES)
+            _register_module(module_name, subparsers, parents)
+        elif command not in _OWN_COMMANDS and importlib.util.find_spec(module_name) is not None:
+            for name, help_text in commands.items():  # listed in the help, imported when used
+                subparsers.add_parser(name, help=help_text, add_help=False)
+    return parser
 
 
 def _first_command(argv: Sequence[str]) -> str | None:
@@ -203,9 +208,17 @@ def _register_module(module_name: str, subparsers: Any, parents: list[argparse.A
         if exc.name == module_name:
             return  # not installed / not written yet: the command is simply absent
         raise
-    register = getattr(module, "register", None) or getattr(module, "add_memory_commands", None)
-    if register is not None:
-        register(subparsers, parents)
+    try:
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(subparsers, parents)
+            return
+        add_memory_commands = getattr(module, "add_memory_commands", None)
+        if add_memory_commands is not None:  # kernel/cli_memory.py takes the one common parent parser
+            add_memory_commands(subparsers, parents[0] if parents else None)
+    except Exception as exc:  # one broken command module must not take the whole CLI down
+        print(f"warning: {module_name} could not register its commands: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
 
 
 # --- main ------------------------------------------------------------------------------

@@ -257,3 +257,15 @@ def test_subprocess_run_and_version(tmp_path: Path) -> None:
     assert json.loads(proc.stdout)["value"] == "OK!"
     proc = run_subprocess("--version", cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.startswith("kernel ")
+
+
+def test_help_imports_no_command_module(tmp_path: Path) -> None:
+    code = ("import sys, contextlib, io\nfrom kernel.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()) as out:\n    rc = main(['--help'])\n"
+            "loaded = sorted(m for m in sys.modules if m.startswith(('kernel.cli_', 'jinja2', 'openai', 'pydantic')))\n"
+            "print(rc, loaded, 'plugins' in out.getvalue())")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL_")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.stdout.strip() == "0 [] True", proc.stderr
