@@ -73,7 +73,7 @@ from .contents import (
     Usage,
 )
 from .errors import ArgumentError, ConfigurationError, FunctionNotFoundError, KernelError, ToolLoopError
-from .functions import KernelFunction, parse_function_name, tool_name_for
+from .functions import KernelFunction, NativeFunction, parse_function_name, tool_name_for
 from .logging import get_logger, mask_text
 from .middleware import ToolCallContext, run_pipeline
 from .settings import ToolLoopSettings
@@ -99,6 +99,7 @@ MAX_ERROR_CHARS = 400
 
 Approval = Callable[[KernelFunction, dict[str, Any], ToolCall], Any]
 StopReason = Literal["answered", "exhausted", "terminated"]
+Emit = Callable[[KernelStreamEvent], None]
 
 
 @dataclass(slots=True)
@@ -170,6 +171,14 @@ def result_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     return to_json(value, fallback=str).decode()
+
+
+def _interruptible(fn: KernelFunction) -> bool:
+    """False for a plain sync native function: it runs to completion in one step of the
+    event loop, so a timeout could not interrupt it; none is armed (one timer less per call)."""
+    if isinstance(fn, NativeFunction):
+        return fn._is_async or fn._thread
+    return True
 
 
 def _policy(base: ToolLoopSettings, override: Any) -> ToolLoopSettings:
@@ -247,8 +256,8 @@ class _Loop:
         self.conversation: list[ChatMessage] = base
         self.new: list[ChatMessage] = []
         self.service = service
-        service_name = service or kernel.services.default_name("chat")
-        configured = kernel.settings.services.get(service_name)
+        services = kernel.settings.services
+        configured = services.get(service or kernel.services.default_name("chat")) if services else None
         merged = dict(configured.settings) if configured is not None else {}
         if settings:
             merged.update(settings)
@@ -279,8 +288,6 @@ class _Loop:
         self.calls = 0
         self.repeats: dict[tuple[str, str], int] = {}
         self.terminated: list[str] = []
-        self.response: ChatResponse | None = None
-        self.result: ChatResult | None = None
 
     # -- bookkeeping ---------------------------------------------------------------------
 
@@ -315,71 +322,61 @@ class _Loop:
             return f"the token budget of {policy.max_tokens} tokens (max_tokens) is used up"
         return None
 
-    def _finish(self, response: ChatResponse, stop_reason: StopReason) -> ChatResult:
+    def _finish(self, response: ChatResponse, stop_reason: StopReason, emit: Emit | None) -> ChatResult:
         if self.history is not None:
             self.history.extend(self.new)
-        self.result = ChatResult(response, self.new, self.usage, self.trace, self.rounds, stop_reason)
-        return self.result
+        result = ChatResult(response, self.new, self.usage, self.trace, self.rounds, stop_reason)
+        if emit is not None:
+            emit(FinalMessage(response.message, result.usage))
+        return result
 
     # -- model calls -----------------------------------------------------------------------
 
-    async def _call_model(self, choice: ToolChoice | None, streaming: bool) -> AsyncIterator[KernelStreamEvent]:
+    async def _call_model(self, choice: ToolChoice | None, emit: Emit | None) -> ChatResponse:
         request = self._request(choice)
-        if streaming:
+        if emit is None:
+            response = await self.kernel.complete(request, self.service)
+        else:
             accumulator = StreamAccumulator()
             async for event in self.kernel.stream(request, self.service):
                 accumulator.add(event)
                 if not isinstance(event, StreamEnd):
-                    yield event
+                    emit(event)
             response = accumulator.response()
-        else:
-            response = await self.kernel.complete(request, self.service)
         self.model_usage.add(response.usage)
-        self.response = response
+        return response
 
     # -- the loop --------------------------------------------------------------------------
 
-    async def events(self, streaming: bool) -> AsyncIterator[KernelStreamEvent]:
+    async def run(self, emit: Emit | None = None) -> ChatResult:
+        """The loop. `emit` receives stream events (None: not streaming)."""
         choice = self.first_choice
         while True:
-            async for event in self._call_model(choice, streaming):
-                yield event
-            response = self.response
-            assert response is not None
+            response = await self._call_model(choice, emit)
             message = response.message
             calls = message.tool_calls
             if not calls:
                 self._append(message)
-                self._finish(response, "answered")
-                yield FinalMessage(message, self.usage)
-                return
+                return self._finish(response, "answered", emit)
             reason = self._exhausted(len(calls))
             if reason is not None:
-                async for event in self._exhaust(message, reason, streaming):
-                    yield event
-                return
+                return await self._exhaust(message, reason, emit)
             self.rounds += 1
             self.calls += len(calls)
             self._append(message)
             results: list[ToolResult | None] = [None] * len(calls)
             records: list[ToolCallRecord | None] = [None] * len(calls)
-            if streaming:
-                async for event in self._round_streaming(calls, results, records):
-                    yield event
-            else:
-                await self._round(calls, results, records, None)
+            await self._round(calls, results, records, emit)
             for result in results:
                 assert result is not None
                 self._append(ChatMessage.tool(result))
             self.trace.extend(r for r in records if r is not None)
             if self.terminated:
                 final = ChatMessage("assistant", "\n".join(self.terminated))
-                self._finish(ChatResponse(final, "stop", self.usage, response.model), "terminated")
-                yield FinalMessage(final, self.usage)
-                return
+                return self._finish(ChatResponse(final, "stop", self.usage, response.model), "terminated", emit)
             choice = self.next_choice
 
-    async def _exhaust(self, message: ChatMessage, reason: str, streaming: bool) -> AsyncIterator[KernelStreamEvent]:
+    async def _exhaust(self, message: ChatMessage, reason: str, emit: Emit | None) -> ChatResult:
         log.info("tool_loop_exhausted", reason=reason, rounds=self.rounds, calls=self.calls)
         if self.policy.on_exhausted == "error":
             error = ToolLoopError(f"tool-call loop stopped: {reason}, and the model asked for more calls")
@@ -388,42 +385,19 @@ class _Loop:
         self._append(message)
         for call in message.tool_calls:
             result = ToolResult(call.id, call.name, f"error: not run: {reason}; answer with what you have", True)
-            yield ToolCallStarted(call)
-            yield ToolCallFinished(call, result)
+            if emit is not None:
+                emit(ToolCallStarted(call))
+                emit(ToolCallFinished(call, result))
             self._append(ChatMessage.tool(result))
             fn = self._lookup(call.name)
             self.trace.append(ToolCallRecord(call, result, fn.fully_qualified_name if fn else None, self.rounds + 1))
-        async for event in self._call_model(ToolChoice("none") if self.specs else None, streaming):
-            yield event
-        response = self.response
-        assert response is not None
+        response = await self._call_model(ToolChoice("none") if self.specs else None, emit)
         final = response.message
         if final.tool_calls:  # the model ignored tool_choice="none": its calls stay unanswered
             final = ChatMessage("assistant", final.content)
             response = ChatResponse(final, "stop", response.usage, response.model)
         self._append(final)
-        self._finish(response, "exhausted")
-        yield FinalMessage(final, self.usage)
-
-    async def _round_streaming(
-        self, calls: list[ToolCall], results: list[ToolResult | None], records: list[ToolCallRecord | None]
-    ) -> AsyncIterator[KernelStreamEvent]:
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        done = object()
-        task = asyncio.ensure_future(self._round(calls, results, records, queue.put_nowait))
-        task.add_done_callback(lambda _t: queue.put_nowait(done))
-        try:
-            while True:
-                event = await queue.get()
-                if event is done:
-                    break
-                yield event
-            task.result()
-        finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        return self._finish(response, "exhausted", emit)
 
     # -- one round of calls ----------------------------------------------------------------
 
@@ -441,9 +415,12 @@ class _Loop:
         calls: list[ToolCall],
         results: list[ToolResult | None],
         records: list[ToolCallRecord | None],
-        emit: Callable[[Any], None] | None,
+        emit: Emit | None,
     ) -> None:
         functions = [self._lookup(call.name) for call in calls]
+        if len(calls) == 1:
+            await self._handle(0, calls[0], functions[0], results, records, emit)
+            return
         limit = asyncio.Semaphore(self.policy.max_concurrency)
         segment: list[int] = []
         for index, fn in enumerate(functions):
@@ -463,7 +440,7 @@ class _Loop:
         results: list[ToolResult | None],
         records: list[ToolCallRecord | None],
         limit: asyncio.Semaphore,
-        emit: Callable[[Any], None] | None,
+        emit: Emit | None,
     ) -> None:
         if not indexes:
             return
@@ -494,7 +471,7 @@ class _Loop:
         fn: KernelFunction | None,
         results: list[ToolResult | None],
         records: list[ToolCallRecord | None],
-        emit: Callable[[Any], None] | None,
+        emit: Emit | None,
     ) -> None:
         if emit is not None:
             emit(ToolCallStarted(call))
@@ -504,8 +481,8 @@ class _Loop:
         results[index] = result
         name = fn.fully_qualified_name if fn is not None else None
         records[index] = ToolCallRecord(call, result, name, self.rounds, duration)
-        log.info("tool_call", function=name or call.name, outcome="error" if result.is_error else "ok",
-                 round=self.rounds, duration_ms=round(duration * 1000, 3))
+        if result.is_error:  # successes are in the trace; no per-call logging on the hot path
+            log.info("tool_call_failed", function=name or call.name, round=self.rounds)
         if emit is not None:
             emit(ToolCallFinished(call, result))
 
@@ -571,8 +548,11 @@ class _Loop:
             context.result = ToolResult(call.id, call.name, text, True)
             return
         timeout = self.policy.tool_timeout
-        invocation = self.kernel.invoke(fn, context.arguments)
-        value = await (asyncio.wait_for(invocation, timeout) if timeout else invocation)
+        if timeout and _interruptible(fn):
+            async with asyncio.timeout(timeout):  # no extra task, unlike wait_for
+                value = await self.kernel.invoke(fn, context.arguments)
+        else:
+            value = await self.kernel.invoke(fn, context.arguments)
         self.tool_usage.add(value.usage)
         context.result = ToolResult(call.id, call.name, result_text(value.value))
 
@@ -619,10 +599,7 @@ async def run_chat(
     loop = _Loop(kernel, messages, service=service, settings=settings, tools=tools, plugins=plugins,
                  functions=functions, tool_choice=tool_choice, output_schema=output_schema,
                  output_schema_name=output_schema_name, policy=policy, loop_policy=loop_policy, approval=approval)
-    async for _event in loop.events(streaming=False):
-        pass
-    assert loop.result is not None
-    return loop.result
+    return await loop.run()
 
 
 async def stream_chat(
@@ -634,5 +611,21 @@ async def stream_chat(
     model call, ToolCallStarted and ToolCallFinished per call, then one FinalMessage
     with the total usage. Takes the same options as `run_chat`."""
     loop = _Loop(kernel, messages, **options)
-    async for event in loop.events(streaming=True):
-        yield event
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    done = object()
+    # The loop runs as a task (it inherits this context: usage meters, call depth) and
+    # emits into a queue; closing this generator cancels it, and the running calls.
+    task = asyncio.ensure_future(loop.run(queue.put_nowait))
+    task.add_done_callback(lambda _task: queue.put_nowait(done))
+    try:
+        while True:
+            event = await queue.get()
+            if event is done:
+                break
+            yield event
+        task.result()
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
