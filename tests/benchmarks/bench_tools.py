@@ -174,4 +174,5 @@ def run() -> list[Row]:
 
 if __name__ == "__main__":
     for label, ours, floor in run():
-        print(f"{label}: ours {ours * 1e6:,.1f} µs, floor {floor * 1e6:,.1f} µs, overhead {(ours - floor) * 1e6:+,.1f} µs")
+        overhead = (ours - floor) * 1e6
+        print(f"{label}: ours {ours * 1e6:,.1f} µs, floor {floor * 1e6:,.1f} µs, overhead {overhead:+,.1f} µs")
