@@ -1,0 +1,1 @@
+"""Benchmarks against floors (run with `python tests/benchmarks/run.py`); not timed tests."""
