@@ -221,7 +221,7 @@ async def test_summarize_renders_the_text_and_returns_the_reply(kernel: Kernel, 
     assert [m.role for m in request.messages] == ["system", "user"]
     assert "at most 10 words" in request.messages[1].content
     assert "Ada Lovelace wrote <b>notes</b> in 1843." in request.messages[1].content
-    assert request.settings["max_tokens"] == 160  # from summarize.prompt
+    assert request.settings["max_tokens"] == 120  # from summarize.prompt
     assert result.usage.input_tokens == 10
 
 
