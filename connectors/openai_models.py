@@ -128,7 +128,7 @@ def _map_message(message: ChatMessage) -> dict[str, Any]:
         }
     data: dict[str, Any] = {"role": role, "content": message.content}
     if role == "assistant" and message.tool_calls:
-        data["content"] = message.content or None
+        # content stays a string ("" with tool calls): servers such as llama.cpp's reject null
         data["tool_calls"] = [
             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
             for c in message.tool_calls
@@ -183,8 +183,7 @@ class OpenAIChatModel:
         mode = self.options.get("json_schema_mode", "json_schema")
         if mode not in JSON_SCHEMA_MODES:
             raise ConfigurationError(
-                f"{self._where}: options.json_schema_mode must be "
-                f"one of {', '.join(JSON_SCHEMA_MODES)}, not {mode!r}"
+                f"{self._where}: options.json_schema_mode must be one of {', '.join(JSON_SCHEMA_MODES)}, not {mode!r}"
             )
         self.json_schema_mode: str = mode
         self.stream_usage = bool(self.options.get("stream_usage", True))
@@ -202,11 +201,7 @@ class OpenAIChatModel:
             "model": self.model,
             "messages": [_map_message(m) for m in request.messages],
         }
-        settings = (
-            {**self.default_settings, **request.settings}
-            if self.default_settings
-            else request.settings
-        )
+        settings = {**self.default_settings, **request.settings} if self.default_settings else request.settings
         for key, value in settings.items():
             if value is None:
                 continue
@@ -240,9 +235,7 @@ class OpenAIChatModel:
                 }
                 for t in request.tools
             ]
-        if request.tool_choice is not None and (
-            request.tools or request.tool_choice.mode == "none"
-        ):
+        if request.tool_choice is not None and (request.tools or request.tool_choice.mode == "none"):
             params["tool_choice"] = _tool_choice(request.tool_choice)
         if request.output_schema is not None:
             if self.json_schema_mode == "json_object":
@@ -259,9 +252,7 @@ class OpenAIChatModel:
         return params
 
     def _error(self, exc: BaseException) -> ProviderError | None:
-        return map_exception(
-            exc, self._sdk, provider=PROVIDER, model=self.model, secret=self._secret
-        )
+        return map_exception(exc, self._sdk, provider=PROVIDER, model=self.model, secret=self._secret)
 
     # -- calls -------------------------------------------------------------------------
 
@@ -275,9 +266,7 @@ class OpenAIChatModel:
                 raise
             raise error from None
         if not response.choices:
-            raise ProviderError(
-                f"{PROVIDER} answered with no choices", provider=PROVIDER, model=self.model
-            )
+            raise ProviderError(f"{PROVIDER} answered with no choices", provider=PROVIDER, model=self.model)
         choice = response.choices[0]
         message = choice.message
         calls = [
@@ -380,9 +369,7 @@ class OpenAIEmbeddingModel:
         self._send_dimensions = native is not None and dimension != native
         batch = self.options.get("batch_size", 256)
         if not isinstance(batch, int) or batch < 1:
-            raise ConfigurationError(
-                f"{self._where}: options.batch_size must be a positive integer, not {batch!r}"
-            )
+            raise ConfigurationError(f"{self._where}: options.batch_size must be a positive integer, not {batch!r}")
         self.batch_size = batch
         self.retry = retry
         self._secret = api_key
@@ -399,9 +386,7 @@ class OpenAIEmbeddingModel:
                 response = await self.client.embeddings.create(**kw)
                 break
             except Exception as exc:
-                error = map_exception(
-                    exc, self._sdk, provider=PROVIDER, model=self.model, secret=self._secret
-                )
+                error = map_exception(exc, self._sdk, provider=PROVIDER, model=self.model, secret=self._secret)
                 if error is None:
                     raise
                 error.with_service(self.service)
@@ -457,8 +442,7 @@ def resolve_key(name: str, svc: ServiceSettings) -> str:
 def chat_factory(name: str, svc: ServiceSettings, settings: KernelSettings) -> OpenAIChatModel:
     if not svc.model:
         raise ConfigurationError(
-            f"service {name!r} (provider {PROVIDER}) needs a model: "
-            f"set `model` in [services.{name}]"
+            f"service {name!r} (provider {PROVIDER}) needs a model: set `model` in [services.{name}]"
         )
     return OpenAIChatModel(
         svc.model,
@@ -471,9 +455,7 @@ def chat_factory(name: str, svc: ServiceSettings, settings: KernelSettings) -> O
     )
 
 
-def embedding_factory(
-    name: str, svc: ServiceSettings, settings: KernelSettings
-) -> OpenAIEmbeddingModel:
+def embedding_factory(name: str, svc: ServiceSettings, settings: KernelSettings) -> OpenAIEmbeddingModel:
     return OpenAIEmbeddingModel(
         svc.model or DEFAULT_EMBEDDING_MODEL,
         api_key=resolve_key(name, svc),
