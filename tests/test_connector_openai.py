@@ -231,5 +231,5 @@ async def test_embeddings_batching_and_dimension() -> None:
     assert [v[0] for v in vectors] == [1.0, 2.0, 3.0, 4.0, 5.0]
     assert [len(batch) for batch in seen] == [2, 2, 1]
     assert embedding_factory("e", ServiceSettings(provider="openai", api_key="k"), KernelSettings()).dimension == 1536
-    with pytest.raises(ConfigurationError, match="options.dimension"):
+    with pytest.raises(ConfigurationError, match=r"options\.dimension"):
         embedding_factory("e", ServiceSettings(provider="openai", api_key="k", model="custom"), KernelSettings())
