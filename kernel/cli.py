@@ -209,13 +209,7 @@ def _register_module(module_name: str, subparsers: Any, parents: list[argparse.A
             return  # not installed / not written yet: the command is simply absent
         raise
     try:
-        register = getattr(module, "register", None)
-        if register is not None:
-            register(subparsers, parents)
-            return
-        add_memory_commands = getattr(module, "add_memory_commands", None)
-        if add_memory_commands is not None:  # kernel/cli_memory.py takes the one common parent parser
-            add_memory_commands(subparsers, parents[0] if parents else None)
+        module.register(subparsers, parents)
     except Exception as exc:  # one broken command module must not take the whole CLI down
         print(f"warning: {module_name} could not register its commands: {type(exc).__name__}: {exc}",
               file=sys.stderr)

@@ -1,6 +1,6 @@
 """`kernel memory ...`: ingest documents, search them, list collections.
 
-Wired into `kernel/cli.py` with `add_memory_commands(subparsers, common_parent)`. Each
+Wired into `kernel/cli.py` with `register(subparsers, parents)`. Each
 leaf command sets `handler`, an `async def handler(args, kernel) -> int` (exit code); the
 embedding model and the store are the kernel's services (`--embedding`, `--store` pick
 named ones, default: the configured defaults).
@@ -26,9 +26,10 @@ if TYPE_CHECKING:
     from .memory import IngestProgress, SemanticMemory
 
 
-def add_memory_commands(subparsers: Any, common_parent: argparse.ArgumentParser | None = None) -> None:
-    """Add `memory ingest|search|collections` to an argparse subparsers object."""
-    parents = [common_parent] if common_parent is not None else []
+def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """Add `memory ingest|search|collections` (the CLI contract of kernel/cli.py).
+
+    `parents` supply the common options (`--config`, `--json`, ...)."""
     memory = subparsers.add_parser("memory", help="vector memory: ingest, search, collections")
     sub = memory.add_subparsers(dest="memory_command", metavar="{ingest,search,collections}")
     sub.required = True
@@ -44,7 +45,6 @@ def add_memory_commands(subparsers: Any, common_parent: argparse.ArgumentParser 
     ingest.add_argument("--overlap", type=int, default=100, metavar="N")
     ingest.add_argument("--unit", choices=["chars", "tokens"], default="chars")
     ingest.add_argument("--no-prune", action="store_true", help="keep chunks that left re-ingested files")
-    ingest.add_argument("--json", action="store_true", help="print the report as JSON")
     services(ingest)
     ingest.set_defaults(handler=ingest_command)
 
@@ -55,12 +55,10 @@ def add_memory_commands(subparsers: Any, common_parent: argparse.ArgumentParser 
     search.add_argument("--filter", action="append", default=[], metavar="EXPR",
                         help="metadata filter, e.g. 'source=a.md', 'year>=2020' (repeatable: AND)")
     search.add_argument("--mode", choices=["hybrid", "vector", "keyword"], default="hybrid")
-    search.add_argument("--json", action="store_true")
     services(search)
     search.set_defaults(handler=search_command)
 
     collections = sub.add_parser("collections", parents=parents, help="list collections")
-    collections.add_argument("--json", action="store_true")
     collections.add_argument("--store", metavar="SERVICE", help="memory service (default: configured)")
     collections.set_defaults(handler=collections_command)
 

@@ -185,10 +185,12 @@ async def test_cli_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     import json
 
     from kernel import Kernel, KernelSettings
-    from kernel.cli_memory import add_memory_commands
+    from kernel.cli_memory import register
 
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true")
     parser = argparse.ArgumentParser()
-    add_memory_commands(parser.add_subparsers(dest="command"), None)
+    register(parser.add_subparsers(dest="command"), [common])
     kernel = Kernel(settings=KernelSettings(), load_entry_points=False)
     kernel.services.add_service("hash", HashingEmbedder(), kind="embedding")
     kernel.services.add_service("mem", SQLiteVectorStore(tmp_path / "cli.db"), kind="memory")
