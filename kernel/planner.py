@@ -85,19 +85,21 @@ def select_functions(kernel: Kernel, plugins: Iterable[str] | None = None,
 
 # --- the planning request -----------------------------------------------------------------------
 
-_REF_SCHEMAS: list[dict[str, Any]] = [
-    {"type": "object", "properties": {"$input": {"type": "string"}}, "required": ["$input"],
-     "additionalProperties": False},
-    {"type": "object", "properties": {"$step": {"type": "string"}, "path": {"type": "string"}},
-     "required": ["$step"], "additionalProperties": False},
-]
+def _ref_schemas(step_ids: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"type": "object", "properties": {"$input": {"type": "string"}}, "required": ["$input"],
+         "additionalProperties": False},
+        {"type": "object", "properties": {"$step": step_ids, "path": {"type": "string"}},
+         "required": ["$step"], "additionalProperties": False},
+    ]
 
 
-def _argument_schema(fn: KernelFunction) -> dict[str, Any]:
+def _argument_schema(fn: KernelFunction, step_ids: dict[str, Any]) -> dict[str, Any]:
     properties = {}
+    refs = _ref_schemas(step_ids)
     for p in fn.parameters:
         literal = {k: v for k, v in p.schema.items() if k not in ("default", "description", "$defs")}
-        properties[p.name] = {"anyOf": [*_REF_SCHEMAS, literal or {}]} if "$ref" not in literal else {}
+        properties[p.name] = {"anyOf": [*refs, literal or {}]} if "$ref" not in literal else {}
     return {
         "type": "object",
         "properties": properties,
@@ -108,9 +110,12 @@ def _argument_schema(fn: KernelFunction) -> dict[str, Any]:
 
 def plan_schema(functions: Sequence[KernelFunction], max_steps: int = 10, *, detailed: bool = True) -> dict[str, Any]:
     """The JSON schema of a plan reply. `detailed` gives each function's step its own
-    argument schema (a literal of the parameter's type or a reference), which lets
-    grammar-constrained local models produce valid plans."""
-    step_base = {"id": {"type": "string"}, "description": {"type": "string"}}
+    argument schema (a literal of the parameter's type or a reference) and names the
+    steps `s1`..`sN`, which lets grammar-constrained local models produce valid plans."""
+    step_ids: dict[str, Any] = {"type": "string"}
+    if detailed:
+        step_ids = {"type": "string", "enum": [f"s{i}" for i in range(1, max_steps + 1)]}
+    step_base = {"id": step_ids, "description": {"type": "string"}}
     if detailed and functions:
         step: dict[str, Any] = {
             "anyOf": [
@@ -119,7 +124,7 @@ def plan_schema(functions: Sequence[KernelFunction], max_steps: int = 10, *, det
                     "properties": {
                         "id": step_base["id"],
                         "function": {"type": "string", "enum": [fn.fully_qualified_name]},
-                        "arguments": _argument_schema(fn),
+                        "arguments": _argument_schema(fn, step_ids),
                         "description": step_base["description"],
                     },
                     "required": ["id", "function", "arguments"],
@@ -144,7 +149,7 @@ def plan_schema(functions: Sequence[KernelFunction], max_steps: int = 10, *, det
         "type": "object",
         "properties": {
             "steps": {"type": "array", "items": step, "minItems": 1, "maxItems": max_steps},
-            "output": {"type": "string", "description": "id of the step whose result answers the goal"},
+            "output": step_ids,
         },
         "required": ["steps", "output"],
         "additionalProperties": False,
@@ -158,15 +163,16 @@ parameters they declare (every required one, no others).
 
 Reply with one JSON object and nothing else, in this form:
 {{"steps": [{{"id": "s1", "function": "plugin.function", "arguments": {{"param": VALUE}}, \
-"description": "what this step does"}}], "output": "ID of the step whose result answers the goal"}}
+"description": "what this step does"}}], "output": "s1"}}
+where "output" is the id of the step whose result answers the goal.
 
 Each argument VALUE is one of:
 - a literal JSON value of the parameter's type, for example "French" or 3;
 - {{"$input": "NAME"}}: the value of the goal input NAME;
 - {{"$step": "ID"}}: the result of an EARLIER step; {{"$step": "ID", "path": "field.sub"}} \
 reads one field of a structured (object) result.
-A step may only refer to steps before it. Steps that do not depend on each other run in \
-parallel. Use at most {max_steps} steps.
+Name the steps s1, s2, s3... in order. A step may only refer to steps before it. Steps \
+that do not depend on each other run in parallel. Use at most {max_steps} steps.
 
 Functions:
 {functions}"""
@@ -192,10 +198,15 @@ def _describe_inputs(inputs: Mapping[str, Any]) -> str:
 
 
 def planning_messages(goal: str, functions: Sequence[KernelFunction], inputs: Mapping[str, Any],
-                      max_steps: int) -> list[ChatMessage]:
+                      max_steps: int, *, system_message: bool = True) -> list[ChatMessage]:
+    """The planning conversation. `system_message=False` puts the instructions at the top
+    of the user message instead, for models whose chat format drops system messages."""
     catalogue = "\n".join(describe_function(fn) for fn in functions) or "(none)"
     system = PLANNER_INSTRUCTIONS.format(max_steps=max_steps, functions=catalogue)
-    return [ChatMessage.system(system), ChatMessage.user(f"Goal: {goal}\n{_describe_inputs(inputs)}")]
+    user = f"Goal: {goal}\n{_describe_inputs(inputs)}"
+    if not system_message:
+        return [ChatMessage.user(f"{system}\n\n{user}")]
+    return [ChatMessage.system(system), ChatMessage.user(user)]
 
 
 def repair_message(problems: Sequence[str]) -> ChatMessage:
@@ -307,12 +318,14 @@ async def create_plan(
     cache: PlanCache | None = None,
     settings: Mapping[str, Any] | None = None,
     detailed_schema: bool = True,
+    system_message: bool = True,
 ) -> Plan:
     """Ask a chat service for a plan toward `goal` and validate it.
 
     `inputs`: the goal's input variables (name -> value) the plan may reference;
     `plugins`/`functions`: the allowed functions (default: all); `settings`: execution
-    settings of the planning request (`max_tokens`, `temperature`...). Invalid plans are
+    settings of the planning request (`max_tokens`, `temperature`...); `system_message=False`
+    sends the instructions in the user message (chat formats without a system role). Invalid plans are
     sent back with their problems up to `max_repairs` times, then PlanValidationError
     lists every remaining problem.
     """
@@ -337,7 +350,8 @@ async def create_plan(
                 log.info("plan_cache_hit", goal_chars=len(goal), steps=len(plan.steps))
                 return plan
 
-    messages = planning_messages(goal, allowed, goal_inputs, max_steps)
+    messages = planning_messages(goal, allowed, goal_inputs, max_steps, system_message=system_message)
+    head = len(messages)
     schema = plan_schema(allowed, max_steps, detailed=detailed_schema)
     problems: list[str] = []
     plan_or_none: Plan | None = None
@@ -361,7 +375,7 @@ async def create_plan(
                 store.put(key, plan_or_none)
             return plan_or_none
         log.info("plan_invalid", attempt=attempt, problems=len(problems))
-        messages = [*messages[:2], ChatMessage.assistant(text), repair_message(problems)]
+        messages = [*messages[:head], ChatMessage.assistant(text), repair_message(problems)]
     error = PlanValidationError(problems)
     error.plan = plan_or_none  # type: ignore[attr-defined]
     raise error

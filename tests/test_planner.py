@@ -131,8 +131,24 @@ async def test_plan_schema_constrains_each_function_arguments(kernel):
     assert repeat["arguments"]["required"] == ["text"]
     times = repeat["arguments"]["properties"]["times"]["anyOf"]
     assert {"type": "integer"} in times and any("$step" in v.get("properties", {}) for v in times)
+    assert variants[0]["properties"]["id"]["enum"] == ["s1", "s2", "s3"]
+    assert schema["properties"]["output"]["enum"] == ["s1", "s2", "s3"]
+    step_ref = next(v for v in times if "$step" in v.get("properties", {}))
+    assert step_ref["properties"]["$step"]["enum"] == ["s1", "s2", "s3"]
     loose = plan_schema(fns, detailed=False)["properties"]["steps"]["items"]
     assert loose["properties"]["function"]["enum"] == ["text.repeat", "files.read_text"]
+
+
+async def test_instructions_in_the_user_message_for_models_without_system_role(kernel, model):
+    bad = {"steps": [step("s1", "text.count_words")], "output": "s1"}
+    model.queue(json_reply(bad), json_reply({"steps": [step("s1", "text.count_words", text="a")], "output": "s1"}))
+    await kernel.plan("Count", plugins=["text"], system_message=False)
+    first, repair = model.requests
+    assert [m.role for m in first.messages] == ["user"]
+    assert first.messages[0].content.startswith("You are a planner.")
+    assert first.messages[0].content.endswith("Goal: Count\nInputs: none")
+    assert [m.role for m in repair.messages] == ["user", "assistant", "user"]
+    assert "missing required argument 'text'" in repair.messages[2].content
 
 
 async def test_functions_option_limits_the_allowed_set(kernel, model):
