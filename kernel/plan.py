@@ -121,12 +121,18 @@ class Step:
 
 @dataclass(slots=True)
 class Plan:
-    """A goal, its inputs (name -> value), the steps and which output answers the goal."""
+    """A goal, its inputs (name -> value), the steps and which output answers the goal
+    (`output`: a StepRef, or a step id / `"s3.field.path"` string; None: the last step)."""
 
     goal: str
-    steps: list[Step] = field(default_factory=list)
     inputs: dict[str, Any] = field(default_factory=dict)
+    steps: list[Step] = field(default_factory=list)
     output: StepRef | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.output, str):  # "s3", "$s3" or "s3.summary.title"
+            step_id, _, path = self.output.removeprefix("$").partition(".")
+            self.output = StepRef(step_id, path or None)
 
     # -- access ----------------------------------------------------------------------------
 
@@ -146,7 +152,7 @@ class Plan:
     def with_inputs(self, inputs: Mapping[str, Any] | None) -> Plan:
         """A copy with these input values (steps shared: plans are not mutated in place)."""
         merged = {**self.inputs, **(inputs or {})}
-        return Plan(self.goal, list(self.steps), merged, self.output)
+        return Plan(self.goal, merged, list(self.steps), self.output)
 
     # -- JSON -------------------------------------------------------------------------------
 
@@ -204,7 +210,7 @@ class Plan:
                 )
         if problems:
             raise PlanValidationError(problems)
-        return cls(plan_goal, steps, dict(plan_inputs), output)
+        return cls(plan_goal, dict(plan_inputs), steps, output)
 
     @classmethod
     def from_json(cls, text: str, **kwargs: Any) -> Plan:

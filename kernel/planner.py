@@ -345,7 +345,7 @@ async def create_plan(
     if use_cache:
         cached = store.get(key)
         if cached is not None:
-            plan = Plan(goal, cached.steps, goal_inputs, cached.output)
+            plan = Plan(goal, goal_inputs, cached.steps, cached.output)
             if not check(plan):
                 log.info("plan_cache_hit", goal_chars=len(goal), steps=len(plan.steps))
                 return plan

@@ -430,10 +430,12 @@ def test_string_shorthands_and_escaped_literals():
 
 
 def test_str_is_readable():
-    plan = Plan("Summarize the report", [
+    plan = Plan("Summarize the report", {"name": "report.txt"}, [
         Step("s1", "files.read_text", {"name": InputRef("name")}, "read it"),
         Step("s2", "writer.translate", {"text": StepRef("s1", "summary.title"), "language": "French"}),
-    ], {"name": "report.txt"}, StepRef("s2"))
+    ], "s2")
+    assert plan.output == StepRef("s2")
+    assert Plan("g", {}, [], "$s1.a.b").output == StepRef("s1", "a.b")
     assert str(plan) == (
         "Plan: Summarize the report\n"
         "Inputs:\n"
