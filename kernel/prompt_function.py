@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ConfigDict, create_model
+from pydantic import BaseModel, ConfigDict, create_model
 
 from .contents import ChatMessage, ChatResponse
 from .errors import InvocationError, PluginError
@@ -90,7 +90,10 @@ class PromptFunction(KernelFunction):
             declared[var] = InputVariable(var)  # discovered in the template: a required string
         self.inputs: dict[str, InputVariable] = declared
         self._trusted = frozenset(v.name for v in declared.values() if v.trusted)
-        self._build_schema()
+        # `{{ name.upper() }}`: `name` may be a variable or a plugin; accept it unvalidated.
+        self._passthrough = self.template.call_targets - set(declared)
+        self._model: type[BaseModel] | None = None
+        self._build_parameters()
 
     @classmethod
     def from_template(
@@ -131,26 +134,38 @@ class PromptFunction(KernelFunction):
             service=service,
         )
 
-    def _build_schema(self) -> None:
-        fields: dict[str, Any] = {}
+    def _build_parameters(self) -> None:
         params: list[ParameterInfo] = []
         for var in self.inputs.values():
             schema = dict(var.schema) or {"type": var.type or "string"}
-            py_type: Any = _JSON_TYPES.get(schema.get("type", ""), Any) if var.type or var.schema else Any
-            required = var.is_required
             default = None if var.default is _MISSING else var.default
-            fields[var.name] = (py_type, ... if required else default)
-            params.append(ParameterInfo(var.name, var.description, schema, required, default))
+            params.append(ParameterInfo(var.name, var.description, schema, var.is_required, default))
         self._parameters = params
-        self._arguments_model = (
-            create_model(
+
+    @property
+    def _arguments_model(self) -> type[BaseModel] | None:  # type: ignore[override]
+        """Built on first validation: pydantic's create_model costs far more than loading."""
+        if self._model is None and self.inputs:
+            fields: dict[str, Any] = {}
+            for var in self.inputs.values():
+                typed = var.type or var.schema
+                py_type: Any = _JSON_TYPES.get((var.schema or {}).get("type", var.type or ""), Any) if typed else Any
+                default = None if var.default is _MISSING else var.default
+                fields[var.name] = (py_type, ... if var.is_required else default)
+            self._model = create_model(  # type: ignore[call-overload]
                 f"{self.plugin_name}_{self.name}_arguments",
                 __config__=ConfigDict(extra="forbid"),
                 **fields,
             )
-            if fields
-            else None
-        )
+        return self._model
+
+    def validate(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        if not self._passthrough or not any(name in arguments for name in self._passthrough):
+            return super().validate(arguments)
+        rest = {k: v for k, v in arguments.items() if k not in self._passthrough}
+        validated = super().validate(rest)
+        validated.update({k: v for k, v in arguments.items() if k in self._passthrough})
+        return validated
 
     def settings_for(self, service_name: str) -> dict[str, Any]:
         """Execution settings for a service: its own entry, else `default`."""

@@ -102,6 +102,7 @@ def _make_environment(enable_async: bool = True) -> KernelSandbox:
     return env
 
 
+REMOVED_GLOBALS = frozenset({"cycler", "joiner", "lipsum"})
 ENVIRONMENT = _make_environment()
 SYNC_ENVIRONMENT = _make_environment(enable_async=False)
 """Same sandbox, rendering synchronously: for templates that call no kernel function
@@ -143,9 +144,10 @@ class PluginNamespace:
 
 
 class CompiledTemplate:
-    """A template compiled once: its Jinja template and the variables it reads."""
+    """A template parsed once (syntax errors and variables are known at load time) and
+    compiled to Python on first render, then reused."""
 
-    __slots__ = ("functions_used", "is_async", "name", "source", "template", "variables")
+    __slots__ = ("_ast", "_template", "call_targets", "functions_used", "is_async", "name", "source", "variables")
 
     def __init__(self, source: str, name: str) -> None:
         self.source, self.name = source, name
@@ -154,29 +156,45 @@ class CompiledTemplate:
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateSyntaxError(f"{name}:{exc.lineno}: {exc.message}") from None
         undeclared = meta.find_undeclared_variables(ast)
-        call_bases = {
-            id(call.node.node)
+        calls = [
+            call
             for call in ast.find_all(nodes.Call)
             if isinstance(call.node, nodes.Getattr) and isinstance(call.node.node, nodes.Name)
-        }
-        names = list(ast.find_all(nodes.Name))
-        plain = {n.name for n in names if id(n) not in call_bases}
+        ]
+        call_bases = {id(call.node.node) for call in calls}
+        plain = {n.name for n in ast.find_all(nodes.Name) if id(n) not in call_bases}
         self.functions_used: frozenset[str] = frozenset(
-            f"{call.node.node.name}.{call.node.attr}"
-            for call in ast.find_all(nodes.Call)
-            if isinstance(call.node, nodes.Getattr) and isinstance(call.node.node, nodes.Name)
-            and call.node.node.name in undeclared
+            f"{call.node.node.name}.{call.node.attr}" for call in calls if call.node.node.name in undeclared
         )
+        # `x.method()` may be a plugin call or a method of a variable: accepted either way.
+        self.call_targets: frozenset[str] = frozenset(
+            call.node.node.name for call in calls if call.node.node.name in undeclared
+        ) - plain
         self.variables: frozenset[str] = frozenset(v for v in undeclared if v in plain and v != "range")
         self._check_calls(ast)
+        unavailable = self.variables & REMOVED_GLOBALS
+        if unavailable:
+            raise SandboxViolationError(
+                f"{name}: {', '.join(sorted(unavailable))} is not available in templates (removed from the sandbox)"
+            )
         # Kernel functions are async: only templates that call one need async rendering.
         self.is_async = bool(self.functions_used)
-        env = ENVIRONMENT if self.is_async else SYNC_ENVIRONMENT
-        try:
-            self.template = env.from_string(ast)
-        except jinja2.TemplateSyntaxError as exc:
-            raise TemplateSyntaxError(f"{name}:{exc.lineno}: {exc.message}") from None
-        self.template.name = name
+        self._ast: nodes.Template | None = ast
+        self._template: jinja2.Template | None = None
+
+    @property
+    def template(self) -> jinja2.Template:
+        """The compiled Jinja template (code generation happens here, once)."""
+        template = self._template
+        if template is None:
+            env = ENVIRONMENT if self.is_async else SYNC_ENVIRONMENT
+            try:
+                template = env.from_string(self._ast)  # type: ignore[arg-type]
+            except jinja2.TemplateSyntaxError as exc:
+                raise TemplateSyntaxError(f"{self.name}:{exc.lineno}: {exc.message}") from None
+            template.name = self.name
+            self._template, self._ast = template, None
+        return template
 
     def _check_calls(self, ast: nodes.Template) -> None:
         """Reject `__dunder__` attribute access at compile time, with a line number."""

@@ -88,6 +88,8 @@ class TestCaching:
         monkeypatch.setattr(jinja2.Environment, "compile", counting)
         k = make_kernel()
         fn = PromptFunction.from_template(f"count {time.time_ns()} {{{{ x }}}}", name="c", plugin="p")
+        assert compiles == []  # parsed at load time, compiled on first render
+        await k.render(fn, x=-1)
         compiled_once = len(compiles)
         assert compiled_once >= 1
         for i in range(5):
@@ -250,3 +252,28 @@ class TestSandbox:
         fn = PromptFunction.from_template("{{ items.append(1) }}", name="t", plugin="tpl", inputs=["items"])
         with pytest.raises(SandboxViolationError, match="append"):
             await make_kernel().render(fn, items=[1])
+
+
+class TestVariablesVersusPlugins:
+    async def test_method_call_on_a_variable_is_accepted(self) -> None:
+        k = make_kernel()
+        fn = PromptFunction.from_template("Hello {{ name.upper() }}", name="m", plugin="p")
+        messages = await k.render(fn, name="ada")
+        assert messages[0].content == "Hello ADA"
+
+    async def test_plugin_call_still_works_without_the_variable(self) -> None:
+        k = make_kernel()
+
+        @kernel_function
+        def shout(text: str) -> str:
+            return text.upper() + "!"
+
+        k.add_plugin([shout], name="loud")
+        fn = PromptFunction.from_template("{{ loud.shout(text=word) }}", name="s", plugin="p")
+        assert [p.name for p in fn.parameters] == ["word"]
+        messages = await k.render(fn, word="hey")
+        assert messages[0].content == "HEY!"
+
+    def test_removed_globals_name_the_problem(self) -> None:
+        with pytest.raises(SandboxViolationError, match="lipsum is not available"):
+            PromptFunction.from_template("{{ lipsum() }}", name="l", plugin="p")
