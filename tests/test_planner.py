@@ -8,6 +8,8 @@ import json
 from typing import Annotated, Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from kernel import Kernel, KernelSettings, PromptFunction, kernel_function
@@ -606,3 +608,30 @@ def test_cli_failed_step_exits_1(in_tmp, capsys):
     err = capsys.readouterr().err
     assert "s2: skipped" in err
     assert "error: plan step 's1' failed: files.read_text failed: KeyError: 'nope.txt'" in err
+
+
+# --- property: any plan survives the JSON round trip --------------------------------------------
+
+
+_names = st.from_regex(r"[a-z][a-z0-9_]{0,6}", fullmatch=True)
+_json_scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=8) | st.sampled_from(
+    ["$s1", "$input.x", "$s2.a.b", "$5 off", "$"])
+_json_values = st.recursive(
+    _json_scalars,
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.sampled_from(["$step", "$input", "$value", "path", "a"]), inner, max_size=3),
+    max_leaves=6,
+)
+_refs = st.builds(InputRef, _names) | st.builds(StepRef, _names, st.none() | st.from_regex(r"[a-z]+(\.[0-9a-z]+){0,2}",
+                                                                                            fullmatch=True))
+_steps = st.builds(Step, _names, st.from_regex(r"[a-z]+\.[a-z]+", fullmatch=True),
+                   st.dictionaries(_names, _refs | _json_values, max_size=4), st.text(max_size=10))
+
+
+@settings(max_examples=150, deadline=None)
+@given(goal=st.text(max_size=20), inputs=st.dictionaries(_names, _json_values, max_size=3),
+       steps=st.lists(_steps, max_size=4), output=st.none() | st.builds(StepRef, _names))
+def test_json_round_trip_property(goal, inputs, steps, output):
+    plan = Plan(goal, inputs, steps, output)
+    again = Plan.from_json(plan.to_json())
+    assert again == plan
