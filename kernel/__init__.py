@@ -38,13 +38,17 @@ if TYPE_CHECKING:  # the real imports, for type checkers; at run time names load
         kernel_function,
     )
     from .hookspecs import hookimpl
+    from .chat_history import ChatHistory
     from .kernel import Kernel
+    from .plan import Plan
+    from .planner import PlanRun
     from .prompt_function import InputVariable, PromptFunction
     from .settings import KernelSettings, ServiceSettings
     from .testing import ScriptedChatModel
 
 __all__ = [
     "ArgumentError",
+    "ChatHistory",
     "ChatMessage",
     "ChatRequest",
     "ChatResponse",
@@ -59,6 +63,8 @@ __all__ = [
     "KernelPlugin",
     "KernelSettings",
     "NativeFunction",
+    "Plan",
+    "PlanRun",
     "PluginError",
     "PluginLoadError",
     "PromptFunction",
@@ -80,6 +86,7 @@ __all__ = [
 # (hooks), pydantic-settings (configuration) and structlog load when first needed.
 _LOCATIONS: dict[str, str] = {
     "ArgumentError": "errors",
+    "ChatHistory": "chat_history",
     "ChatMessage": "contents",
     "ChatRequest": "contents",
     "ChatResponse": "contents",
@@ -94,6 +101,8 @@ _LOCATIONS: dict[str, str] = {
     "KernelPlugin": "functions",
     "KernelSettings": "settings",
     "NativeFunction": "functions",
+    "Plan": "plan",
+    "PlanRun": "planner",
     "PluginError": "errors",
     "PluginLoadError": "errors",
     "PromptFunction": "prompt_function",

@@ -230,16 +230,18 @@ class PlanError(KernelError):
 class PlanValidationError(PlanError):
     """A plan failed validation; lists every problem."""
 
-    def __init__(self, problems: Sequence[str]) -> None:
+    def __init__(self, problems: Sequence[str], plan: object | None = None) -> None:
         self.problems = list(problems)
+        self.plan = plan  # the rejected plan, when one was parsed
         super().__init__("invalid plan:\n" + "\n".join(f"  - {p}" for p in self.problems))
 
 
 class PlanExecutionError(PlanError):
     """A plan step failed; carries the failed step and the outputs that were computed."""
 
-    def __init__(self, step_id: str, reason: str, outputs: dict[str, object]) -> None:
+    def __init__(self, step_id: str, reason: str, outputs: dict[str, object], run: object | None = None) -> None:
         self.step_id, self.reason, self.outputs = step_id, reason, outputs
+        self.run = run  # the PlanRun to pass back as `resume=`
         super().__init__(f"plan step {step_id!r} failed: {reason}")
 
 

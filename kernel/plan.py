@@ -364,13 +364,7 @@ def _preview(value: Any, limit: int = 60) -> str:
 def return_schema_of(fn: KernelFunction) -> dict[str, Any]:
     """The JSON schema of what `fn` returns ({} when unknown). Prompt functions return
     their output schema's object, or text."""
-    output_schema = getattr(fn, "output_schema", None)
-    if isinstance(output_schema, dict):
-        return output_schema
-    schema = fn.return_schema
-    if not schema and type(fn).__name__ == "PromptFunction":
-        return {"type": "string"}
-    return schema
+    return fn.return_schema
 
 
 def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:

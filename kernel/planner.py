@@ -377,7 +377,7 @@ async def create_plan(
         log.info("plan_invalid", attempt=attempt, problems=len(problems))
         messages = [*messages[:head], ChatMessage.assistant(text), repair_message(problems)]
     error = PlanValidationError(problems)
-    error.plan = plan_or_none  # type: ignore[attr-defined]
+    error.plan = plan_or_none
     raise error
 
 
@@ -592,7 +592,7 @@ async def execute_plan(
         if skipped:
             reason += f" (skipped: {', '.join(skipped)})"
         error = PlanExecutionError(first, reason, dict(run.outputs))
-        error.run = run  # type: ignore[attr-defined]
+        error.run = run
         raise error
     return run
 

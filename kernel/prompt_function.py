@@ -167,6 +167,11 @@ class PromptFunction(KernelFunction):
         validated.update({k: v for k, v in arguments.items() if k in self._passthrough})
         return validated
 
+    @property
+    def return_schema(self) -> dict[str, Any]:
+        """The output schema's shape when structured output is asked for, else text."""
+        return self.output_schema if self.output_schema is not None else {"type": "string"}
+
     def settings_for(self, service_name: str) -> dict[str, Any]:
         """Execution settings for a service: its own entry, else `default`."""
         specific = self.execution_settings.get(service_name)
