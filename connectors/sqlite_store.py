@@ -28,7 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from kernel._lazy import LazyModule
+
+    np = LazyModule("numpy")  # numpy loads on the first search, not when the kernel starts
 
 from kernel.errors import MemoryError_
 from kernel.filters import matches, parse_filter

@@ -22,7 +22,6 @@ from .contents import FinalMessage, TextDelta, ToolCall, ToolCallFinished
 from .errors import KernelError
 from .functions import KernelFunction
 from .logging import mask_text
-from .tool_calls import select_functions
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -70,6 +69,8 @@ def _terminal_approval(stdin: TextIO, stderr: TextIO) -> Any:
 async def cmd_chat(args: argparse.Namespace, kernel: Kernel) -> int:
     stdin, stdout, stderr = sys.stdin, sys.stdout, sys.stderr
     options: dict[str, Any] = {"tools": []} if args.no_tools else {"plugins": args.tool_plugins}
+    from .tool_calls import select_functions
+
     select_functions(kernel, options.get("tools"), options.get("plugins"))  # unknown plugin: exit 2 now
     interactive = stdin.isatty()
     if interactive and kernel.approval is None:
