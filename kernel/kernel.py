@@ -132,7 +132,7 @@ class Kernel:
             settings = KernelSettings.load()
         self.settings = settings
         self.strict = self.settings.strict_plugins if strict is None else strict
-        _logging.configure(self.settings.log.level, self.settings.log.format)
+        _logging.configure_default(self.settings.log.level, self.settings.log.format)
         _logging.register_secrets(
             svc.api_key.get_secret_value() for svc in self.settings.services.values() if svc.api_key
         )
@@ -268,7 +268,7 @@ class Kernel:
             return loaded
         if isinstance(plugin, KernelPlugin):
             if name and name != plugin.name:
-                plugin = KernelPlugin(name, plugin.functions, description=plugin.description, source=plugin.source)
+                plugin = plugin.renamed(name)
             return self._add(plugin)
         if isinstance(plugin, Sequence) and not isinstance(plugin, str):
             if not name:

@@ -84,9 +84,33 @@ INFO_ENABLED = False
 """Whether the kernel's info events are emitted: hot paths test it before building an event."""
 
 
+_explicit = False
+
+
+def configure_default(level: str = "warning", fmt: str = "console") -> None:
+    """Called by every `Kernel()`: configure structlog from the kernel's settings unless
+    the application configured it (itself, or through `configure`)."""
+    global INFO_ENABLED
+    import structlog
+
+    if _explicit:
+        return
+    if structlog.is_configured() and not _configured:
+        INFO_ENABLED = True  # the application's own configuration decides what is emitted
+        return
+    _configure(level, fmt, None)
+
+
 def configure(level: str = "warning", fmt: str = "console", stream: Any = None) -> None:
-    """Configure structlog for the kernel (idempotent; an application may configure
-    structlog itself instead, but should keep `redact` in its processors)."""
+    """Configure structlog for the kernel explicitly; later `Kernel()`s leave it alone.
+    An application may configure structlog itself instead, but should keep `redact` in
+    its processors."""
+    global _explicit
+    _explicit = True
+    _configure(level, fmt, stream)
+
+
+def _configure(level: str, fmt: str, stream: Any) -> None:
     global _configured, INFO_ENABLED
     import structlog
 
@@ -115,8 +139,8 @@ def configure(level: str = "warning", fmt: str = "console", stream: Any = None) 
 
 
 def get_logger(name: str = "kernel") -> Any:
-    if not _configured:
-        configure()
+    if not _configured and not _explicit:
+        configure_default()
     import structlog
 
     return structlog.get_logger(name)
