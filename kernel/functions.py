@@ -460,6 +460,17 @@ class KernelPlugin:
             raise DuplicateNameError(f"plugin {self.name!r} already has a function {function.name!r}")
         self.functions[function.name] = function
 
+    def renamed(self, name: str) -> KernelPlugin:
+        """A copy under another plugin name; its functions' full names follow."""
+        import copy
+
+        plugin = KernelPlugin(name, description=self.description, source=self.source)
+        for function in self.functions.values():
+            clone = copy.copy(function)
+            clone.plugin_name = plugin.name
+            plugin.add(clone)
+        return plugin
+
     def __iter__(self) -> Any:
         return iter(self.functions.values())
 

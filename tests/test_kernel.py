@@ -90,3 +90,14 @@ async def test_async_context_manager_closes_services() -> None:
     async with make_kernel() as k:
         k.services.add_service("test", Closable())
     assert closed == [True]
+
+
+async def test_renamed_plugin_renames_its_functions() -> None:
+    k = make_kernel()
+    original = KernelPlugin.from_object(types.SimpleNamespace(double=double), name="maths")
+    k.add_plugin(original, name="numbers")
+    fn = k.get_function("numbers.double")
+    assert fn.fully_qualified_name == "numbers.double"
+    assert fn.tool_name == "numbers-double"
+    assert (await k.invoke("numbers.double", x=4)).value == 8
+    assert original["double"].fully_qualified_name == "maths.double"  # the original is untouched
