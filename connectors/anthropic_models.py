@@ -38,8 +38,6 @@ import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from kernel.contents import (
     ChatMessage,
     ChatRequest,
@@ -55,13 +53,14 @@ from kernel.contents import (
 )
 from kernel.errors import ConfigurationError, ProviderError, ProviderStatusError
 from kernel.hookspecs import hookimpl
+from kernel.logging import LazyLogger
 
 from ._http_errors import map_exception, missing_key
 
 if TYPE_CHECKING:
     from kernel.settings import KernelSettings, ServiceSettings
 
-log = structlog.get_logger("connectors.anthropic")
+log = LazyLogger("connectors.anthropic")
 
 PROVIDER = "anthropic"
 DEFAULT_KEY_ENV = "ANTHROPIC_API_KEY"

@@ -40,16 +40,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from .contents import ChatRequest, ChatResponse, StreamEvent
 from .errors import DeadlineExceededError, ProviderError, ServiceNotFoundError
+from .logging import LazyLogger
 
 if TYPE_CHECKING:
     from .services import ServiceRegistry
     from .settings import RetrySettings
 
-log = structlog.get_logger("kernel.resilience")
+log = LazyLogger("kernel.resilience")
 
 _REQUEST_ERRORS = frozenset({400, 422})
 _DEFAULT_CONCURRENCY = 16
