@@ -1,0 +1,1 @@
+"""Hardening tests (issue #8): faults, load, security."""
