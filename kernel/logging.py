@@ -131,7 +131,8 @@ def _configure(level: str, fmt: str, stream: Any) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, 30)),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        # Look sys.stderr up on each use: a stream captured at configure time may be closed later.
+        logger_factory=lambda *_: structlog.PrintLogger(stream if stream is not None else sys.stderr),
         cache_logger_on_first_use=False,
     )
     _configured = True
