@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the real imports, for type checkers; at run time names load on first use
+    from .chat_history import ChatHistory
     from .contents import (
         ChatMessage,
         ChatRequest,
@@ -38,7 +39,6 @@ if TYPE_CHECKING:  # the real imports, for type checkers; at run time names load
         kernel_function,
     )
     from .hookspecs import hookimpl
-    from .chat_history import ChatHistory
     from .kernel import Kernel
     from .plan import Plan
     from .planner import PlanRun

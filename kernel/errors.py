@@ -195,7 +195,8 @@ class ProviderStatusError(ProviderError):
     """The provider answered with an HTTP error status."""
 
     def __init__(self, message: str, *, status_code: int, **kw: object) -> None:
-        kw.setdefault("retryable", status_code not in NON_RETRYABLE_STATUS and (status_code == 408 or status_code == 409 or status_code == 429 or status_code >= 500))
+        retryable = status_code not in NON_RETRYABLE_STATUS and (status_code in (408, 409, 429) or status_code >= 500)
+        kw.setdefault("retryable", retryable)
         super().__init__(message, status_code=status_code, **kw)  # type: ignore[arg-type]
 
 

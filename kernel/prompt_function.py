@@ -152,7 +152,7 @@ class PromptFunction(KernelFunction):
                 py_type: Any = _JSON_TYPES.get((var.schema or {}).get("type", var.type or ""), Any) if typed else Any
                 default = None if var.default is _MISSING else var.default
                 fields[var.name] = (py_type, ... if var.is_required else default)
-            self._model = create_model(  # type: ignore[call-overload]
+            self._model = create_model(  # type: ignore[call-overload,unused-ignore]
                 f"{self.plugin_name}_{self.name}_arguments",
                 __config__=ConfigDict(extra="forbid"),
                 **fields,

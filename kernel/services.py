@@ -206,10 +206,10 @@ class ServiceRegistry:
         return wrapped
 
     def embedding(self, name: str | None = None) -> EmbeddingModel:
-        return self.get(name, "embedding")  # type: ignore[no-any-return]
+        return self.get(name, "embedding")  # type: ignore[no-any-return,unused-ignore]
 
     def memory(self, name: str | None = None) -> VectorStore:
-        return self.get(name, "memory")  # type: ignore[no-any-return]
+        return self.get(name, "memory")  # type: ignore[no-any-return,unused-ignore]
 
     def names(self) -> list[str]:
         return sorted(set(self.settings.services) | set(self._instances))
