@@ -1,1 +1,1 @@
-"""Hardening tests (issue #8): faults, load, security."""
+"""Adversarial tests: what an auditor checks (see SECURITY.md for the map)."""
