@@ -507,6 +507,8 @@ class _Loop:
             parsed = json.loads(raw)
         except json.JSONDecodeError as exc:
             return error(f"arguments of {name} are not valid JSON ({exc.msg} at position {exc.pos})")
+        except RecursionError:  # '[[[[...' within the size limit: the decoder recurses per level
+            return error(f"arguments of {name} are nested too deeply")
         if not isinstance(parsed, dict):
             return error(f"arguments of {name} must be a JSON object, not {type(parsed).__name__}")
         key = (fn.tool_name, json.dumps(parsed, sort_keys=True, separators=(",", ":"), default=str))
