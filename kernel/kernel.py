@@ -430,8 +430,13 @@ class Kernel:
                     outer.usage.add(meter.usage)
                 _add_cost(outer, meter.cost)
         if logged:
-            log.info("function_invoked", function=fn.fully_qualified_name, outcome="ok",
-                     duration_ms=round((time.perf_counter() - start) * 1000, 3))
+            if self.settings.log.log_values:  # opt-in; secrets are still masked by the processor
+                log.info("function_invoked", function=fn.fully_qualified_name, outcome="ok",
+                         duration_ms=round((time.perf_counter() - start) * 1000, 3),
+                         arguments=dict(args), value=_preview(result.value))
+            else:
+                log.info("function_invoked", function=fn.fully_qualified_name, outcome="ok",
+                         duration_ms=round((time.perf_counter() - start) * 1000, 3))
         return result
 
     async def _call(self, fn: KernelFunction, args: Mapping[str, Any]) -> Any:
@@ -488,7 +493,10 @@ class Kernel:
         from .prompts import parse_chat
 
         if not self.filters["prompt"]:
-            return parse_chat(await fn.render(self, arguments))
+            messages = parse_chat(await fn.render(self, arguments))
+            if self.settings.log.log_values:
+                log.debug("prompt_rendered", function=fn.fully_qualified_name, messages=[m.to_dict() for m in messages])
+            return messages
         context = PromptContext(self, fn, dict(arguments))
 
         async def final(ctx: PromptContext) -> None:
@@ -643,6 +651,11 @@ class Kernel:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _preview(value: Any, limit: int = 500) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 TOOL_SETTING_KEYS = ("function_choice", "tools", "plugins", "functions", "tool_choice", "loop_policy")

@@ -439,20 +439,19 @@ class CompiledTemplate:
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateSyntaxError(f"{name}:{exc.lineno}: {exc.message}") from None
         undeclared = meta.find_undeclared_variables(ast)
-        calls = [
-            call
-            for call in ast.find_all(nodes.Call)
-            if isinstance(call.node, nodes.Getattr) and isinstance(call.node.node, nodes.Name)
-        ]
-        call_bases = {id(call.node.node) for call in calls}
+        # (base name node, attribute) of every `name.attr(...)` call in the template
+        calls: list[tuple[nodes.Name, str]] = []
+        for call in ast.find_all(nodes.Call):
+            target = call.node
+            if isinstance(target, nodes.Getattr) and isinstance(target.node, nodes.Name):
+                calls.append((target.node, target.attr))
+        call_bases = {id(base) for base, _ in calls}
         plain = {n.name for n in ast.find_all(nodes.Name) if id(n) not in call_bases}
         self.functions_used: frozenset[str] = frozenset(
-            f"{call.node.node.name}.{call.node.attr}" for call in calls if call.node.node.name in undeclared
+            f"{base.name}.{attr}" for base, attr in calls if base.name in undeclared
         )
         # `x.method()` may be a plugin call or a method of a variable: accepted either way.
-        self.call_targets: frozenset[str] = frozenset(
-            call.node.node.name for call in calls if call.node.node.name in undeclared
-        ) - plain
+        self.call_targets: frozenset[str] = frozenset(base.name for base, _ in calls if base.name in undeclared) - plain
         self.variables: frozenset[str] = frozenset(v for v in undeclared if v in plain and v != "range")
         self._check_calls(ast)
         unavailable = self.variables & REMOVED_GLOBALS

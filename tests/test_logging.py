@@ -118,3 +118,26 @@ def test_mask_text_directly() -> None:
     klog.register_secret("my-registered-secret")
     assert klog.mask_text("x my-registered-secret y") == f"x {klog.MASK} y"
     assert klog.mask_text("nothing secret here") == "nothing secret here"
+
+
+async def test_log_values_opt_in_logs_arguments_and_prompts_with_secrets_masked() -> None:
+    from kernel import PromptFunction
+    from kernel.testing import ScriptedChatModel
+
+    settings = KernelSettings(
+        services={"main": ServiceSettings(provider="openai", api_key=SECRET_IN_SETTINGS)},
+        log={"log_values": True},
+    )
+    k = Kernel(settings=settings, load_entry_points=False, builtins=False)
+    stream = io.StringIO()
+    klog.configure(level="debug", stream=stream)
+    try:
+        k.services.add_service("test", ScriptedChatModel(["fine"]))
+        k.add_function(PromptFunction.from_template("Tell {{ who }}", name="tell", plugin="demo"))
+        await k.invoke("demo.tell", who=f"VISIBLE-VALUE {SECRET_IN_SETTINGS}")
+    finally:
+        klog.configure()
+    output = stream.getvalue()
+    assert "VISIBLE-VALUE" in "".join(lines(stream, "function_invoked"))
+    assert "VISIBLE-VALUE" in "".join(lines(stream, "prompt_rendered"))
+    assert SECRET_IN_SETTINGS not in output
