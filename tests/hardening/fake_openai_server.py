@@ -2,7 +2,8 @@
 
 `CountingServer` is a `FakeHTTPServer` that also measures what a load test needs to see
 from the server's side: open TCP connections (now, peak, total) and requests being
-handled at once (now, peak). It can keep only the last few requests, so thousands of
+handled at once (now, peak; a streamed answer counts until its last chunk is sent or its
+client hangs up). It can keep only the last few requests, so thousands of
 calls do not grow its memory. `echo_openai` answers every chat completion with the last
 user message, so a test can check that each caller got its own answer. The Anthropic
 helpers produce Messages API payloads (documented wire format), plain and as SSE.
@@ -12,15 +13,44 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 from collections import deque
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from typing import Any
 
 from tests.http_fakes import FakeHTTPServer, Handler, Reply, Request, StreamReply, openai_completion
 
+_CONNECTION: ContextVar[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = ContextVar("_CONNECTION")
+
+
+def _peer_closed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    """Whether the client already closed this connection (its EOF or RST is waiting in the
+    socket even if the server's event loop has not got round to reading it yet)."""
+    if reader.at_eof() or writer.is_closing():
+        return True
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return True
+    probe = socket.socket(fileno=os.dup(sock.fileno()))
+    try:
+        return probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:  # reset by the peer
+        return True
+    finally:
+        probe.close()
+
 
 class CountingServer(FakeHTTPServer):
-    """A `FakeHTTPServer` counting connections and concurrent requests (server side)."""
+    """A `FakeHTTPServer` counting connections and concurrent requests (server side).
+
+    Requests in hand: plain requests until their reply is written, streams until their
+    connection ends. When a request arrives, streams whose client has already hung up
+    (the hang-up is in the socket but not yet processed by this server's loop) are not
+    counted: the peak is what the clients really had open at that moment."""
 
     def __init__(self, handler: Handler, *, keep_requests: int | None = None) -> None:
         super().__init__(self._counted)
@@ -31,8 +61,14 @@ class CountingServer(FakeHTTPServer):
         self.open_connections = 0
         self.peak_connections = 0
         self.total_connections = 0
-        self.in_flight = 0
         self.peak_in_flight = 0
+        self._plain = 0
+        self._streams: dict[int, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
+
+    @property
+    def in_flight(self) -> int:
+        """Requests in hand now (streams until the server has processed their end)."""
+        return self._plain + len(self._streams)
 
     def reset_peaks(self) -> None:
         """Start a new measuring round (called from the test thread between rounds)."""
@@ -41,14 +77,21 @@ class CountingServer(FakeHTTPServer):
 
     async def _counted(self, request: Request) -> Reply | StreamReply:
         self.request_count += 1
-        self.in_flight += 1
-        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        live_streams = sum(1 for r, w in list(self._streams.values()) if not _peer_closed(r, w))
+        self.peak_in_flight = max(self.peak_in_flight, self._plain + 1 + live_streams)
+        self._plain += 1
         try:
-            return await self._inner(request)
+            reply = await self._inner(request)
         finally:
-            self.in_flight -= 1
+            self._plain -= 1
+        if isinstance(reply, StreamReply):  # in hand until its connection ends (a stream closes it)
+            connection = _CONNECTION.get()
+            self._streams[id(connection)] = connection
+        return reply
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = (reader, writer)
+        _CONNECTION.set(connection)  # this connection's task context, seen by _counted
         self.open_connections += 1
         self.total_connections += 1
         self.peak_connections = max(self.peak_connections, self.open_connections)
@@ -56,6 +99,7 @@ class CountingServer(FakeHTTPServer):
             await super()._serve(reader, writer)
         finally:
             self.open_connections -= 1
+            self._streams.pop(id(connection), None)
 
 
 def last_user_text(request: Request) -> str:

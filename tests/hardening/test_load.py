@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from kernel import Kernel, KernelSettings, PromptFunction
-from tests.hardening.fake_openai_server import CountingServer, echo_openai
+from tests.hardening.fake_openai_server import CountingServer, echo_openai, last_user_text
 
 ROUNDS, CALLS, LIMIT = 5, 1000, 32
 SERVER_DELAY = 0.02  # each request is held 20 ms in the server, so the bound is reached
@@ -158,3 +158,89 @@ async def test_thousand_concurrent_invocations_bounded_and_leak_free(tmp_path: P
     # memory flat after the first round (which includes lazy imports and warm caches)
     assert figures["object_growth_after_round_1"] < OBJECT_GROWTH_BOUND
     assert figures["rss_growth_bytes_after_round_1"] < RSS_GROWTH_BOUND
+
+
+STREAMS = 600
+TAIL = ["."] * 40
+
+
+@pytest.mark.slow
+async def test_concurrent_streams_finished_abandoned_or_cancelled_release_every_slot(tmp_path: Path) -> None:
+    """600 concurrent `invoke_stream` calls (bound 32): a third read to the end, a third
+    stop reading after the first token (`break`, no explicit close), a third are cancelled
+    mid-stream. Streams still in hand never exceed the bound at the server; afterwards every
+    slot is free, no task is left and no connection stays open."""
+    from kernel.contents import TextDelta
+
+    async def handler(request: Any) -> Any:
+        from tests.http_fakes import StreamReply, openai_text_stream
+
+        word = last_user_text(request).removeprefix("Say ")
+        # long enough (about 0.5 s) that abandoned streams are hung up before the server is done
+        return StreamReply(lambda: openai_text_stream(["echo", ": ", word, "!", *TAIL], delay=0.01))
+
+    with CountingServer(handler, keep_requests=64) as server:
+        service = {
+            "provider": "openai",
+            "model": "fake-model",
+            "api_key": "sk-load-test",
+            "base_url": server.url + "/v1",
+            "max_concurrency": LIMIT,
+        }
+        kernel = Kernel(KernelSettings(services={"fast": service}, default_chat="fast"), load_entry_points=False)
+        kernel.add_function(
+            PromptFunction.from_template("Say {{ word }}", name="echo", plugin="load", settings={"max_tokens": 8})
+        )
+
+        async def caller(i: int) -> str:
+            text = ""
+            try:
+                async for event in kernel.invoke_stream("load.echo", word=f"s{i}"):
+                    if isinstance(event, TextDelta):
+                        text += event.text
+                        if i % 3 == 1:
+                            break  # abandon; the generator is left for the loop to finalize
+                        if i % 3 == 2:
+                            asyncio.current_task().cancel()  # type: ignore[union-attr]
+            except asyncio.CancelledError:
+                return "cancelled"
+            return text
+
+        tasks_before = asyncio.all_tasks()
+        start = time.perf_counter()
+        results = await asyncio.gather(*(caller(i) for i in range(STREAMS)), return_exceptions=True)
+        elapsed = time.perf_counter() - start
+        errors = [x for x in results if isinstance(x, BaseException)]
+        assert not errors, f"{len(errors)} errors, first: {errors[0]!r}"
+        for i, text in enumerate(results):
+            assert text == (f"echo: s{i}!{''.join(TAIL)}", "echo", "cancelled")[i % 3], (i, text)
+        peak = server.peak_in_flight
+        for _ in range(50):  # abandoned generators are closed by the loop's finalizer hook
+            gc.collect()
+            await asyncio.sleep(0.02)
+            if not {t for t in asyncio.all_tasks() - tasks_before if not t.done()} and server.in_flight == 0:
+                break
+        assert {t for t in asyncio.all_tasks() - tasks_before if not t.done()} == set()
+        assert server.in_flight == 0  # every stream ended at the server: finished or hung up
+        # every slot is free again: a full burst of LIMIT streams goes through at once
+        async with asyncio.timeout(10):
+            burst = await asyncio.gather(*(caller(3 * i) for i in range(LIMIT)))
+        assert burst == [f"echo: s{3 * i}!{''.join(TAIL)}" for i in range(LIMIT)]
+        await kernel.aclose()
+        closed = await asyncio.to_thread(server.wait_for, lambda: server.open_connections == 0)
+        left = client_connections(server.port)
+    figures = {
+        "streams": STREAMS,
+        "seconds": round(elapsed, 3),
+        "streams_per_second": round(STREAMS / elapsed, 1),
+        "peak_streams_in_hand_at_server": peak,
+        "disconnects_seen_by_server": server.disconnects,
+        "client_connections_after_close": left,
+    }
+    out = tmp_path / "stream_load_figures.json"
+    out.write_text(json.dumps(figures, indent=2))
+    print(json.dumps(figures, indent=2))
+    print(f"stream load figures written to {out}")
+    assert peak <= LIMIT
+    assert server.disconnects >= 2 * STREAMS // 3 - LIMIT  # abandoned/cancelled streams were hung up
+    assert closed and left == 0
