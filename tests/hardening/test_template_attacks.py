@@ -17,7 +17,7 @@ import pytest
 
 from kernel import Kernel, KernelSettings, PromptFunction, kernel_function
 from kernel.contents import ChatRequest
-from kernel.errors import KernelError, RecursionLimitError, SandboxViolationError, TemplateError
+from kernel.errors import KernelError, RecursionLimitError, TemplateError
 from kernel.testing import ScriptedChatModel, tool_call
 
 TIME_BOUND_S = 5.0
