@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 from jinja2 import filters as _filters
-from jinja2 import meta, nodes
+from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -426,6 +426,46 @@ class PluginNamespace:
         return f"<plugin {self._name}>"
 
 
+_IMPLICIT_NAMES = frozenset({"varargs", "kwargs", "self", "super", "range"})
+
+
+def _scan(
+    ast: nodes.Template,
+) -> tuple[list[nodes.Name], set[str], list[tuple[nodes.Name, str]], nodes.Getattr | None]:
+    """One walk over a parsed template: names read, names bound (set, for targets, macro
+    names and parameters), `name.attr(...)` calls, and the first private attribute access.
+
+    Cheaper than `jinja2.meta.find_undeclared_variables`, which runs the code generator;
+    it ignores Jinja's finer scoping (a name read before a later `set` counts as bound)."""
+    loaded: list[nodes.Name] = []
+    bound: set[str] = set()
+    calls: list[tuple[nodes.Name, str]] = []
+    private: nodes.Getattr | None = None
+    stack: list[nodes.Node] = [ast]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, nodes.Name):
+            if node.ctx == "load":
+                loaded.append(node)
+            else:
+                bound.add(node.name)
+        elif isinstance(node, nodes.Getattr):
+            if private is None and node.attr.startswith("_"):
+                private = node
+        elif isinstance(node, nodes.Call):
+            target = node.node
+            if isinstance(target, nodes.Getattr) and isinstance(target.node, nodes.Name):
+                calls.append((target.node, target.attr))
+        elif isinstance(node, nodes.Macro):
+            bound.add(node.name)
+        elif isinstance(node, nodes.For):
+            bound.add("loop")  # Jinja's loop variable (a plugin named `loop` clashes with it)
+        elif isinstance(node, nodes.CallBlock):
+            bound.add("caller")
+        stack.extend(node.iter_child_nodes())
+    return loaded, bound, calls, private
+
+
 class CompiledTemplate:
     """A template parsed once (syntax errors and variables are known at load time) and
     compiled to Python on first render, then reused."""
@@ -438,22 +478,20 @@ class CompiledTemplate:
             ast = ENVIRONMENT.parse(source, name=name)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateSyntaxError(f"{name}:{exc.lineno}: {exc.message}") from None
-        undeclared = meta.find_undeclared_variables(ast)
-        # (base name node, attribute) of every `name.attr(...)` call in the template
-        calls: list[tuple[nodes.Name, str]] = []
-        for call in ast.find_all(nodes.Call):
-            target = call.node
-            if isinstance(target, nodes.Getattr) and isinstance(target.node, nodes.Name):
-                calls.append((target.node, target.attr))
+        loaded, bound, calls, private = _scan(ast)
+        undeclared = {n.name for n in loaded} - bound - _IMPLICIT_NAMES - set(ENVIRONMENT.globals)
         call_bases = {id(base) for base, _ in calls}
-        plain = {n.name for n in ast.find_all(nodes.Name) if id(n) not in call_bases}
+        plain = {n.name for n in loaded if id(n) not in call_bases}
         self.functions_used: frozenset[str] = frozenset(
             f"{base.name}.{attr}" for base, attr in calls if base.name in undeclared
         )
         # `x.method()` may be a plugin call or a method of a variable: accepted either way.
         self.call_targets: frozenset[str] = frozenset(base.name for base, _ in calls if base.name in undeclared) - plain
-        self.variables: frozenset[str] = frozenset(v for v in undeclared if v in plain and v != "range")
-        self._check_calls(ast)
+        self.variables: frozenset[str] = frozenset(v for v in undeclared if v in plain)
+        if private is not None:
+            raise SandboxViolationError(
+                f"{self.name}:{private.lineno}: access to private attribute {private.attr!r} is not allowed"
+            )
         unavailable = self.variables & REMOVED_GLOBALS
         if unavailable:
             raise SandboxViolationError(
@@ -477,14 +515,6 @@ class CompiledTemplate:
             template.name = self.name
             self._template, self._ast = template, None
         return template
-
-    def _check_calls(self, ast: nodes.Template) -> None:
-        """Reject `__dunder__` attribute access at compile time, with a line number."""
-        for node in ast.find_all((nodes.Getattr,)):
-            if node.attr.startswith("_"):
-                raise SandboxViolationError(
-                    f"{self.name}:{node.lineno}: access to private attribute {node.attr!r} is not allowed"
-                )
 
     async def render(self, variables: Mapping[str, Any], functions: Mapping[str, Any]) -> str:
         budget = _Budget()
