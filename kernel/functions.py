@@ -357,29 +357,47 @@ class NativeFunction(KernelFunction):
         self._is_async = inspect.iscoroutinefunction(func)
         self._inject_kernel: str | None = None
         self._inject_arguments: str | None = None
+        self._hints = self._check_signature()
+
+    _LAZY = frozenset({"_parameters", "_arguments_model", "_return_hint"})
+
+    def __getattr__(self, attribute: str) -> Any:
+        """Schemas and the argument model are built on first use: pydantic's work costs
+        far more than registering a function, and many functions are never called."""
+        if attribute not in NativeFunction._LAZY:
+            raise AttributeError(attribute)
         self._build_schema()
+        return self.__dict__[attribute]
 
-    def _build_schema(self) -> None:
-        from pydantic import ConfigDict, TypeAdapter, create_model
-
+    def _check_signature(self) -> dict[str, Any]:
+        """The cheap checks, at registration: type hints resolve, no *args/**kwargs;
+        which parameters the kernel injects."""
         where = f"{self.plugin_name}.{self.name}"
         try:
             hints = get_type_hints(self.func, include_extras=True)
         except Exception as exc:  # unresolved forward references
             raise PluginError(f"{where}: cannot resolve type hints: {exc}") from None
-        fields: dict[str, Any] = {}
-        params: list[ParameterInfo] = []
         for param in inspect.signature(self.func).parameters.values():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                 raise PluginError(f"{where}: *args/**kwargs parameters cannot be offered to models")
-            hint = hints.get(param.name, inspect.Parameter.empty)
-            injected = _is_injected(param, hint)
+            injected = _is_injected(param, hints.get(param.name, inspect.Parameter.empty))
             if injected == "kernel":
                 self._inject_kernel = param.name
-                continue
-            if injected == "arguments":
+            elif injected == "arguments":
                 self._inject_arguments = param.name
+        return hints
+
+    def _build_schema(self) -> None:
+        from pydantic import ConfigDict, TypeAdapter, create_model
+
+        where = f"{self.plugin_name}.{self.name}"
+        hints = self._hints
+        fields: dict[str, Any] = {}
+        params: list[ParameterInfo] = []
+        for param in inspect.signature(self.func).parameters.values():
+            if param.name in (self._inject_kernel, self._inject_arguments):
                 continue
+            hint = hints.get(param.name, inspect.Parameter.empty)
             base, description, info = _describe(hint)
             if base is inspect.Parameter.empty:
                 base = Any

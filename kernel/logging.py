@@ -87,18 +87,26 @@ INFO_ENABLED = False
 _explicit = False
 
 
+_pending: tuple[str, str] | None = None
+
+
 def configure_default(level: str = "warning", fmt: str = "console") -> None:
     """Called by every `Kernel()`: configure structlog from the kernel's settings unless
-    the application configured it (itself, or through `configure`)."""
-    global INFO_ENABLED
-    import structlog
-
+    the application configured it (itself, or through `configure`). structlog itself is
+    imported and configured on the first log event, not here."""
+    global INFO_ENABLED, _pending
+    register_secrets(os.environ.get(name) for name in _PROVIDER_KEY_ENV)
     if _explicit:
         return
-    if structlog.is_configured() and not _configured:
+    structlog = sys.modules.get("structlog")
+    if structlog is not None and structlog.is_configured() and not _configured:
         INFO_ENABLED = True  # the application's own configuration decides what is emitted
         return
-    _configure(level, fmt, None)
+    if _configured:
+        _configure(level, fmt, None)
+    else:
+        _pending = (level, fmt)
+        INFO_ENABLED = _LEVELS.get(level, 30) <= _LEVELS["info"]
 
 
 def configure(level: str = "warning", fmt: str = "console", stream: Any = None) -> None:
@@ -140,9 +148,13 @@ def _configure(level: str, fmt: str, stream: Any) -> None:
 
 
 def get_logger(name: str = "kernel") -> Any:
-    if not _configured and not _explicit:
-        configure_default()
+    global _pending
     import structlog
+
+    if not _configured and not _explicit and not structlog.is_configured():
+        level, fmt = _pending or ("warning", "console")
+        _pending = None
+        _configure(level, fmt, None)
 
     return structlog.get_logger(name)
 
