@@ -328,6 +328,45 @@ def _describe(hint: Any) -> tuple[Any, str, FieldInfo | None]:
     return base, description, info
 
 
+_EXACT_TYPES = (str, int, float, bool)
+
+
+class _FastPath:
+    """Validation without pydantic for the common case: every parameter a plain `str`,
+    `int`, `float` or `bool` and every value already of exactly that type. Anything else
+    (coercion, constraints, a missing or extra argument) goes to pydantic, which then
+    also produces the error message."""
+
+    __slots__ = ("defaults", "required", "types")
+
+    def __init__(self) -> None:
+        self.types: dict[str, type] = {}
+        self.required: list[str] = []
+        self.defaults: dict[str, Any] = {}
+
+    def add(self, name: str, base: Any, info: Any, required: bool, default: Any) -> _FastPath | None:
+        if info is not None or base not in _EXACT_TYPES:
+            return None
+        self.types[name] = base
+        if required:
+            self.required.append(name)
+        else:
+            self.defaults[name] = default
+        return self
+
+    def check(self, arguments: Mapping[str, Any]) -> dict[str, Any] | None:
+        types = self.types
+        for key, value in arguments.items():
+            if type(value) is not types.get(key):
+                return None
+        for key in self.required:
+            if key not in arguments:
+                return None
+        if self.defaults:
+            return {**self.defaults, **arguments}
+        return dict(arguments)
+
+
 class NativeFunction(KernelFunction):
     """A Python callable (sync or async) exposed as a kernel function."""
 
@@ -359,7 +398,7 @@ class NativeFunction(KernelFunction):
         self._inject_arguments: str | None = None
         self._hints = self._check_signature()
 
-    _LAZY = frozenset({"_parameters", "_arguments_model", "_return_hint"})
+    _LAZY = frozenset({"_parameters", "_arguments_model", "_return_hint", "_fast"})
 
     def __getattr__(self, attribute: str) -> Any:
         """Schemas and the argument model are built on first use: pydantic's work costs
@@ -394,6 +433,7 @@ class NativeFunction(KernelFunction):
         hints = self._hints
         fields: dict[str, Any] = {}
         params: list[ParameterInfo] = []
+        fast: _FastPath | None = _FastPath()
         for param in inspect.signature(self.func).parameters.values():
             if param.name in (self._inject_kernel, self._inject_arguments):
                 continue
@@ -403,6 +443,8 @@ class NativeFunction(KernelFunction):
                 base = Any
             required = param.default is inspect.Parameter.empty
             default = ... if required else param.default
+            if fast is not None:
+                fast = fast.add(param.name, base, info, required, param.default)
             # Keep the Field (constraints such as max_length live in its metadata) on the
             # type, so validation and the schema both see them.
             annotated: Any = Annotated[base, info] if info is not None else base
@@ -415,6 +457,7 @@ class NativeFunction(KernelFunction):
             params.append(ParameterInfo(param.name, description, schema, required, None if required else param.default))
         self._parameters = params
         self._return_hint = hints.get("return", Any)
+        self._fast = fast if fields else None
         self._arguments_model = (
             create_model(
                 f"{self.plugin_name}_{self.name}_arguments",
@@ -424,6 +467,14 @@ class NativeFunction(KernelFunction):
             if fields
             else None
         )
+
+    def validate(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        fast = self._fast
+        if fast is not None:
+            validated = fast.check(arguments)
+            if validated is not None:
+                return validated
+        return super().validate(arguments)
 
     @property
     def return_schema(self) -> dict[str, Any]:

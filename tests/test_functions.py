@@ -337,3 +337,18 @@ class TestNames:
         k.add_plugin([everything], name="demo")
         with pytest.raises(DuplicateNameError, match="everything"):
             k.add_plugin([everything], name="demo")
+
+
+def test_fast_validation_path_agrees_with_pydantic() -> None:
+    """Exactly-typed scalar arguments skip pydantic; the result must be the same."""
+    from kernel.functions import KernelFunction
+
+    def scalars(a: int, b: float, c: str = "x", d: bool = False) -> str:
+        return f"{a}{b}{c}{d}"
+
+    fn = NativeFunction(scalars, plugin_name="p")
+    for arguments in ({"a": 1, "b": 2.5}, {"a": 1, "b": 2.5, "c": "y", "d": True}, {"a": 3, "b": 1}, {"a": "4", "b": 1.0}):
+        assert fn.validate(arguments) == KernelFunction.validate(fn, arguments)
+    for bad in ({"a": 1}, {"a": 1, "b": 2.0, "e": 1}, {"a": "x", "b": 1.0}, {"a": None, "b": 1.0}):
+        with pytest.raises(ArgumentError):
+            fn.validate(bad)
