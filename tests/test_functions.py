@@ -347,7 +347,8 @@ def test_fast_validation_path_agrees_with_pydantic() -> None:
         return f"{a}{b}{c}{d}"
 
     fn = NativeFunction(scalars, plugin_name="p")
-    for arguments in ({"a": 1, "b": 2.5}, {"a": 1, "b": 2.5, "c": "y", "d": True}, {"a": 3, "b": 1}, {"a": "4", "b": 1.0}):
+    cases = ({"a": 1, "b": 2.5}, {"a": 1, "b": 2.5, "c": "y", "d": True}, {"a": 3, "b": 1}, {"a": "4", "b": 1.0})
+    for arguments in cases:
         assert fn.validate(arguments) == KernelFunction.validate(fn, arguments)
     for bad in ({"a": 1}, {"a": 1, "b": 2.0, "e": 1}, {"a": "x", "b": 1.0}, {"a": None, "b": 1.0}):
         with pytest.raises(ArgumentError):
