@@ -139,6 +139,8 @@ class Kernel:
         self.services = ServiceRegistry(self.settings)
         self.plugins: dict[str, KernelPlugin] = {}
         self.filters: dict[Stage, list[Filter]] = {stage: [] for stage in STAGES}
+        self._function_filters = self.filters["function"]  # the same list, read on the hot path
+        self._max_depth = self.settings.max_call_depth
         self.plugin_failures: list[PluginFailure] = []
         self.approval: Callable[..., Any] | None = None
         self._namespaces: dict[str, PluginNamespace] | None = None
@@ -393,9 +395,9 @@ class Kernel:
             args = arguments if isinstance(arguments, dict) else dict(arguments)
         parent = _METER.get()
         depth = 0 if parent is None else parent[0]
-        if depth >= self.settings.max_call_depth:
+        if depth >= self._max_depth:
             raise RecursionLimitError(
-                f"{fn.fully_qualified_name}: functions nested deeper than {self.settings.max_call_depth} "
+                f"{fn.fully_qualified_name}: functions nested deeper than {self._max_depth} "
                 "calls (recursive functions?); raise max_call_depth if this is intended"
             )
         meter = result = FunctionResult(fn.fully_qualified_name, None, Usage(), 0.0)
@@ -403,7 +405,7 @@ class Kernel:
         logged = _logging.INFO_ENABLED  # build no log event when info is filtered out
         start = time.perf_counter() if logged else 0.0
         try:
-            if self.filters["function"]:
+            if self._function_filters:
                 result = await self._invoke_filtered(fn, args, meter)
                 result.cost = meter.cost
             elif fn.timeout is None and type(args) is dict:
