@@ -518,6 +518,13 @@ async def execute_plan(
                              max_steps=max_steps, input_names=run_inputs.keys())
     if problems:
         raise PlanValidationError(problems)
+    gated = [f"{step.id} ({step.function})" for step in plan.steps
+             if kernel.get_function(step.function).needs_approval
+             and not (resume is not None and resume.status.get(step.id) == "done")]
+    if gated and approval is None:  # the same rule as the tool loop: no callback means no
+        raise ApprovalDeniedError(
+            f"plan steps {', '.join(gated)} call functions that need approval; pass approval= to run them"
+        )
     if approval is not None:
         await _approve(approval, plan.with_inputs(run_inputs))
 

@@ -300,3 +300,25 @@ async def test_hand_edited_plan_json_runs():
     run = await Plan.from_json(text).run(kernel)
     assert run.result == "HELLO"
     assert run.to_dict()["status"] == {"p": "done", "s": "done"}
+
+
+async def test_steps_needing_approval_do_not_run_without_a_callback():
+    """The tool loop's rule holds for plans too: a function marked needs_approval never
+    runs unless an approval callback accepts the plan."""
+    deleted: list[str] = []
+
+    @kernel_function(needs_approval=True)
+    def delete(path: str) -> str:
+        """Delete a file."""
+        deleted.append(path)
+        return "deleted"
+
+    kernel = Kernel(settings=KernelSettings(), load_entry_points=False, builtins=False)
+    kernel.add_plugin([delete], name="files")
+    plan = Plan.from_dict({"goal": "clean up", "steps": [
+        {"id": "s1", "function": "files.delete", "arguments": {"path": "/tmp/x"}}], "output": {"$step": "s1"}})
+    with pytest.raises(ApprovalDeniedError, match=r"s1 \(files.delete\)"):
+        await execute_plan(kernel, plan)
+    assert deleted == []
+    run = await execute_plan(kernel, plan, approval=lambda p: True)
+    assert run.ok and deleted == ["/tmp/x"]
