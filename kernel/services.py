@@ -117,8 +117,7 @@ class ServiceRegistry:
     def __init__(self, settings: KernelSettings) -> None:
         self.settings = settings
         self.connectors: dict[tuple[ServiceKind, str], Connector] = {}
-        self._instances: dict[str, Any] = {}
-        self._kinds: dict[str, ServiceKind] = {}
+        self._instances: dict[tuple[ServiceKind, str], Any] = {}  # by (kind, name)
         self._wrapped: dict[str, Any] = {}
 
     # -- registration ---------------------------------------------------------------
@@ -139,9 +138,9 @@ class ServiceRegistry:
 
     def add_service(self, name: str, instance: Any, kind: ServiceKind = "chat") -> None:
         """Register a ready-made service object (a scripted test model, a custom store)."""
-        self._instances[name] = instance
-        self._kinds[name] = kind
-        self._wrapped.pop(name, None)
+        self._instances[(kind, name)] = instance
+        if kind == "chat":
+            self._wrapped.pop(name, None)
 
     # -- lookup -----------------------------------------------------------------------
 
@@ -153,13 +152,24 @@ class ServiceRegistry:
         }[kind]
         if configured:
             return configured
-        for name, k in self._kinds.items():  # a service added in code
+        for k, name in self._instances:  # a service added in code
             if k == kind:
                 return name
         for name, svc in self.settings.services.items():
-            if (kind, svc.provider) in self.connectors:
+            if self.kind_of(svc) == kind:
                 return name
         return DEFAULT_SERVICES[kind][0]
+
+    def kind_of(self, svc: ServiceSettings) -> ServiceKind | None:
+        """A configured service's kind: its `kind` setting, else the first of chat,
+        embedding, memory that its provider offers (so an `openai` service is a chat
+        service unless it says `kind = "embedding"`)."""
+        if svc.kind is not None:
+            return svc.kind
+        for kind in SERVICE_KINDS:
+            if (kind, svc.provider) in self.connectors:
+                return kind
+        return None
 
     def service_settings(self, name: str, kind: ServiceKind) -> ServiceSettings:
         from .settings import ServiceSettings
@@ -170,7 +180,7 @@ class ServiceRegistry:
         default_name, default = DEFAULT_SERVICES[kind]
         if name == default_name:
             return ServiceSettings(**default)
-        known = sorted(set(self.settings.services) | set(self._instances))
+        known = self.names()
         raise ServiceNotFoundError(
             f"no service named {name!r}; configured services: {', '.join(known) or 'none'} "
             f"(add [services.{name}] to kernel.toml or set KERNEL_SERVICES__{name.upper()}__PROVIDER)"
@@ -179,7 +189,7 @@ class ServiceRegistry:
     def get(self, name: str | None = None, kind: ServiceKind = "chat") -> Any:
         """The raw service instance (built on first use)."""
         name = name or self.default_name(kind)
-        instance = self._instances.get(name)
+        instance = self._instances.get((kind, name))
         if instance is not None:
             return instance
         svc = self.service_settings(name, kind)
@@ -191,8 +201,7 @@ class ServiceRegistry:
                 f"available: {', '.join(providers) or 'none'}"
             )
         instance = connector.factory(name, svc, self.settings)
-        self._instances[name] = instance
-        self._kinds[name] = kind
+        self._instances[(kind, name)] = instance
         return instance
 
     def chat(self, name: str | None = None) -> Any:
@@ -212,7 +221,7 @@ class ServiceRegistry:
         return self.get(name, "memory")  # type: ignore[no-any-return,unused-ignore]
 
     def names(self) -> list[str]:
-        return sorted(set(self.settings.services) | set(self._instances))
+        return sorted(set(self.settings.services) | {name for _, name in self._instances})
 
     async def aclose(self) -> None:
         for instance in list(self._instances.values()):

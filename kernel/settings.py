@@ -46,6 +46,9 @@ class ServiceSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     provider: str = Field(description="connector name: openai, anthropic, local, sqlite, ...")
+    kind: Literal["chat", "embedding", "memory"] | None = Field(
+        None, description="what the service is for (default: the first its provider offers: chat, embedding, memory)"
+    )
     model: str | None = None
     api_key: SecretStr | None = None
     api_key_env: str | None = Field(
