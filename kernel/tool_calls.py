@@ -558,7 +558,8 @@ class _Loop:
         else:
             value = await self.kernel.invoke(fn, context.arguments)
         self.tool_usage.add(value.usage)
-        context.result = ToolResult(call.id, call.name, result_text(value.value))
+        # Known secrets never go to the model, from an error or from a result.
+        context.result = ToolResult(call.id, call.name, mask_text(result_text(value.value)))
 
     async def _approved(self, fn: KernelFunction, arguments: dict[str, Any], call: ToolCall) -> bool:
         approve = self.approval

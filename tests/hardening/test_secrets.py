@@ -138,3 +138,19 @@ async def test_tool_result_of_a_function_raising_with_the_key(configured: Path) 
     assert "RuntimeError" in tool_message.content
     assert_clean(tool_message.content)
     assert_clean(json.dumps([m.content for m in result.messages]))
+
+
+async def test_tool_result_of_a_function_returning_the_key(configured: Path) -> None:
+    k = Kernel(settings=KernelSettings.load(configured), load_entry_points=False)
+
+    @kernel_function
+    def show_config() -> dict[str, str]:
+        return {"key": TOML_KEY, "env": ENV_KEY, "auth": f"Bearer {HEADER_KEY}", "status": "ok"}
+
+    k.add_function(show_config, plugin="ext")
+    model = ScriptedChatModel([tool_call("ext.show_config"), "done"])
+    k.services.add_service("test", model)
+    await k.chat("go", service="test", tools=["ext.show_config"])
+    tool_message = model.requests[-1].messages[-1]
+    assert tool_message.role == "tool" and '"status": "ok"' in tool_message.content
+    assert_clean(tool_message.content)
