@@ -152,5 +152,5 @@ async def test_tool_result_of_a_function_returning_the_key(configured: Path) -> 
     k.services.add_service("test", model)
     await k.chat("go", service="test", tools=["ext.show_config"])
     tool_message = model.requests[-1].messages[-1]
-    assert tool_message.role == "tool" and '"status": "ok"' in tool_message.content
+    assert tool_message.role == "tool" and '"status":"ok"' in tool_message.content
     assert_clean(tool_message.content)
