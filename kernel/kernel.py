@@ -32,6 +32,7 @@ from .contents import (
     Usage,
 )
 from .errors import (
+    DuplicateNameError,
     FunctionNotFoundError,
     FunctionTimeoutError,
     InvocationError,
@@ -162,7 +163,7 @@ class Kernel:
         self._collect_registrations()
         for directory in self.settings.plugin_dirs:
             self.add_plugin(os.fspath(directory))
-        self.pm.hook.kernel_configured(kernel=self)
+        self._announce(self.pm.hook.kernel_configured.get_hookimpls())
 
     # -- plugin manager ---------------------------------------------------------------
 
@@ -222,12 +223,19 @@ class Kernel:
     def _register_plugin_from_hook(self, obj: Any, name: str | None = None, description: str | None = None) -> None:
         self.add_plugin(obj, name=name, description=description)
 
+    def _announce(self, impls: Iterable[Any]) -> None:
+        """Call `kernel_configured` implementations, each isolated like registration."""
+        from functools import partial
+
+        for impl in impls:
+            self._guard(impl.plugin_name, partial(impl.function, kernel=self))
+
     def register(self, plugin: Any, name: str | None = None) -> None:
-        """Register a pluggy plugin (a module or object with `@hookimpl`s) after start-up."""
-        before = set(self.pm.get_plugins())
-        self.pm.register(plugin, name=name)
-        if plugin in before:
+        """Register a pluggy plugin (a module or object with `@hookimpl`s) after start-up.
+        Registering the same plugin again does nothing."""
+        if self.pm.is_registered(plugin):
             return
+        self.pm.register(plugin, name=name)
         for hook, register in (
             (self.pm.hook.register_connectors, None),
             (self.pm.hook.register_plugins, self._register_plugin_from_hook),
@@ -245,6 +253,7 @@ class Kernel:
                     impl.function(register=reg)
                 else:
                     impl.function(register=register)
+        self._announce(impl for impl in self.pm.hook.kernel_configured.get_hookimpls() if impl.plugin is plugin)
 
     # -- plugins and functions ------------------------------------------------------------
 
@@ -262,11 +271,22 @@ class Kernel:
 
             from .loader import load_plugins
 
-            loaded: KernelPlugin | None = None
-            for item in load_plugins(Path(plugin)):
-                loaded = self._add(item)
-            if loaded is None:
+            items = load_plugins(Path(plugin))
+            if not items:
                 raise PluginError(f"{plugin}: no plugins found in this folder")
+            if name and len(items) > 1:
+                raise PluginError(
+                    f"{plugin}: holds {len(items)} plugins ({', '.join(i.name for i in items)}); "
+                    "name= only renames a folder that is one plugin"
+                )
+            if name and name != items[0].name:
+                items = [items[0].renamed(name)]
+            if description is not None and len(items) == 1:
+                items[0].description = description
+            loaded: KernelPlugin | None = None
+            for item in items:
+                loaded = self._add(item)
+            assert loaded is not None
             return loaded
         if isinstance(plugin, KernelPlugin):
             if name and name != plugin.name:
@@ -294,8 +314,14 @@ class Kernel:
     def _add(self, plugin: KernelPlugin) -> KernelPlugin:
         existing = self.plugins.get(plugin.name)
         if existing is not None and existing is not plugin:
+            clash = sorted(existing.functions.keys() & plugin.functions.keys())
+            if clash:  # checked first, so a failed merge changes nothing
+                raise DuplicateNameError(
+                    f"plugin {plugin.name!r} already has function(s) {', '.join(clash)}"
+                    + (f" (from {plugin.source})" if plugin.source else "")
+                )
             for fn in plugin:
-                existing.add(fn)  # raises DuplicateNameError on a clash
+                existing.add(fn)
             plugin = existing
         else:
             self.plugins[plugin.name] = plugin

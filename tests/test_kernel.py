@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import types
+from typing import Any
 
 import pytest
 
@@ -101,3 +102,65 @@ async def test_renamed_plugin_renames_its_functions() -> None:
     assert fn.tool_name == "numbers-double"
     assert (await k.invoke("numbers.double", x=4)).value == 8
     assert original["double"].fully_qualified_name == "maths.double"  # the original is untouched
+
+
+async def test_a_failing_kernel_configured_hook_is_reported_not_fatal() -> None:
+    from kernel import hookimpl
+
+    class Broken:
+        @hookimpl
+        def kernel_configured(self, kernel: Kernel) -> None:
+            raise RuntimeError("boom")
+
+    k = Kernel(settings=KernelSettings(), plugins=[Broken()], load_entry_points=False, builtins=False)
+    assert any("boom" in failure.error for failure in k.plugin_failures)
+    with pytest.raises(PluginError, match="boom"):
+        Kernel(settings=KernelSettings(), plugins=[Broken()], load_entry_points=False, builtins=False, strict=True)
+
+
+def test_register_twice_is_a_no_op_and_announces_once() -> None:
+    from kernel import hookimpl
+
+    seen: list[Kernel] = []
+
+    class Watcher:
+        @hookimpl
+        def kernel_configured(self, kernel: Kernel) -> None:
+            seen.append(kernel)
+
+    k = make_kernel()
+    watcher = Watcher()
+    k.register(watcher)
+    k.register(watcher)
+    assert seen == [k]
+
+
+def test_a_clashing_merge_changes_nothing() -> None:
+    from kernel.errors import DuplicateNameError
+
+    @kernel_function
+    def a() -> int:
+        return 1
+
+    @kernel_function
+    def b() -> int:
+        return 2
+
+    k = make_kernel()
+    k.add_plugin([a], name="p")
+    with pytest.raises(DuplicateNameError, match="'p' already has function"):
+        k.add_plugin([a, b], name="p")
+    assert sorted(k.plugins["p"].functions) == ["a"]
+    with pytest.raises(KernelError):
+        k.get_function("p.b")
+
+
+def test_add_plugin_folder_with_a_name(tmp_path: Any) -> None:
+    folder = tmp_path / "travel"
+    folder.mkdir()
+    (folder / "pack.prompt").write_text("Pack for {{ place }}", encoding="utf-8")
+    k = make_kernel()
+    plugin = k.add_plugin(folder, name="trip", description="trips")
+    assert plugin.name == "trip" and plugin.description == "trips"
+    assert k.get_function("trip.pack").fully_qualified_name == "trip.pack"
+    assert "travel" not in k.plugins
