@@ -493,20 +493,18 @@ async def cmd_config_show(args: argparse.Namespace, kernel: Kernel | None) -> in
 
 # --- configuration display ----------------------------------------------------------------
 
-_SECRET_WORDS = ("api_key", "apikey", "token", "secret", "password", "passwd", "dsn", "authorization")
 MASK = "**********"
 
 
 def mask_config(value: Any, key: str = "") -> Any:
     """Mask secret-looking keys and secret-shaped values (belt and braces over SecretStr)."""
-    from .logging import mask_text
+    from .logging import is_secret_key, mask_text
 
     if isinstance(value, dict):
         return {k: mask_config(v, str(k)) for k, v in value.items()}
     if isinstance(value, list):
         return [mask_config(v, key) for v in value]
-    lowered = key.lower()
-    if value is not None and any(word in lowered for word in _SECRET_WORDS) and not lowered.endswith("_env"):
+    if value is not None and is_secret_key(key):
         return MASK
     if isinstance(value, str):
         return mask_text(value)

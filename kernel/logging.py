@@ -15,7 +15,16 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 MASK = "***"
-_SECRET_KEYS = re.compile(r"(api[_-]?key|authorization|token|secret|password|passwd|x-api-key|dsn)", re.I)
+# A key names a secret when its last word is one of these: `api_key`, `OPENAI_API_KEY`,
+# `access_token`, `x-api-key`, `db_password`; not `max_tokens` or `input_tokens`.
+_SECRET_KEYS = re.compile(
+    r"(?:^|[_\-.])(?:api[_-]?key|apikey|authorization|token|secret|password|passwd|dsn|credentials?)$", re.I
+)
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a field named `key` holds a secret (and its value must be masked)."""
+    return bool(_SECRET_KEYS.search(key))
 _SECRET_SHAPES = re.compile(
     r"(sk-[A-Za-z0-9_\-]{8,}|sk-ant-[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9._\-]{8,}"
     r"|(?<=://)[^/\s:@]+:[^/\s@]+(?=@))"

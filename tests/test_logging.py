@@ -141,3 +141,13 @@ async def test_log_values_opt_in_logs_arguments_and_prompts_with_secrets_masked(
     assert "VISIBLE-VALUE" in "".join(lines(stream, "function_invoked"))
     assert "VISIBLE-VALUE" in "".join(lines(stream, "prompt_rendered"))
     assert SECRET_IN_SETTINGS not in output
+
+
+@pytest.mark.parametrize(
+    ("key", "secret"),
+    [("api_key", True), ("OPENAI_API_KEY", True), ("x-api-key", True), ("Authorization", True),
+     ("access_token", True), ("db_password", True), ("dsn", True), ("max_tokens", False),
+     ("input_tokens", False), ("api_key_env", False), ("model", False)],
+)
+def test_secret_keys_are_whole_words(key: str, secret: bool) -> None:
+    assert klog.is_secret_key(key) is secret
