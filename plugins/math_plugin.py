@@ -84,6 +84,9 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
 _CONSTANTS = {"pi": math.pi, "e": math.e}
 
 
+MAX_ROUND_DIGITS = 400
+
+
 class _ExpressionError(ValueError):
     pass
 
@@ -103,7 +106,10 @@ def _walk(node: ast.AST) -> float:
             raise _ExpressionError(f"exponent {right} is too large (limit {MAX_EXPONENT})")
         if isinstance(node.op, ast.Div | ast.FloorDiv | ast.Mod) and right == 0:
             raise _ExpressionError("division by zero")
-        value = _BINARY[type(node.op)](left, right)
+        try:
+            value = _BINARY[type(node.op)](left, right)
+        except ArithmeticError as exc:  # OverflowError from float arithmetic
+            raise _ExpressionError(f"the result is out of range ({exc})") from None
         if isinstance(value, complex):
             raise _ExpressionError("the result is not a real number")
         if abs(value) > MAX_MAGNITUDE:
@@ -116,9 +122,12 @@ def _walk(node: ast.AST) -> float:
         and not node.keywords
     ):
         args = [_walk(arg) for arg in node.args]
+        if node.func.id == "round" and len(args) > 1 and abs(args[1]) > MAX_ROUND_DIGITS:
+            # round(x, -N) computes 10**N: keep the work bounded (the function is sync)
+            raise _ExpressionError(f"round(): at most {MAX_ROUND_DIGITS} digits")
         try:
             return _FUNCTIONS[node.func.id](*args)  # type: ignore[no-any-return]
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, ArithmeticError) as exc:
             raise _ExpressionError(f"{node.func.id}(): {exc}") from None
     what = type(node).__name__
     if isinstance(node, ast.Name):

@@ -107,6 +107,9 @@ async def test_evaluate(kernel: Kernel, expression: str, expected: float) -> Non
         ("sqrt(-1)", "sqrt()"),
         ("1 +", "not an arithmetic expression"),
         ("1" * 501, "longer than"),
+        ("round(1, -999999999)", "at most 400 digits"),
+        ("1e200 ** 2", "out of range"),
+        ("sqrt(" + "9" * 400 + ")", "sqrt()"),
     ],
 )
 async def test_evaluate_refuses_anything_but_arithmetic(kernel: Kernel, expression: str, problem: str) -> None:
