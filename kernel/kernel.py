@@ -610,11 +610,19 @@ class Kernel:
         **kwargs: Any,
     ) -> AsyncIterator[KernelStreamEvent]:
         """Stream a function: text deltas (and tool-call events) then a FinalMessage.
-        A native function yields its whole result as one delta."""
+
+        A native function yields its whole result as one delta. So does a prompt function
+        when function filters are registered: filters see a whole invocation (its
+        arguments and its result), which a token stream cannot give them."""
         found = function if isinstance(function, KernelFunction) else self.get_function(function)
         args = {**(arguments or {}), **kwargs}
         fn = _as_prompt_function(found)
-        if fn is None:
+        parent = _METER.get()
+        if parent is not None and parent[0] >= self._max_depth:
+            raise RecursionLimitError(
+                f"{found.fully_qualified_name}: functions nested deeper than {self._max_depth} calls"
+            )
+        if fn is None or self._function_filters:
             result = await self.invoke(found, args)
             text = "" if result.value is None else str(result.value)
             yield TextDelta(text)

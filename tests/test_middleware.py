@@ -245,3 +245,19 @@ async def test_tool_calls_go_through_function_filters_and_hook_registered_filter
     await run_chat(kernel, "go")
     assert stages == ["tool_call", "function"]
     assert calc.calls == [{"a": 1, "b": 2}]
+
+
+async def test_function_filters_also_see_streamed_prompt_functions() -> None:
+    kernel = make_kernel()
+    kernel.services.add_service("test", ScriptedChatModel(["streamed reply"]))
+    kernel.add_function(PromptFunction.from_template("Say {{ word }}", name="say", plugin="p"))
+    seen: list[str] = []
+
+    async def audit(context: FunctionContext, next: Any) -> None:
+        seen.append(context.function.fully_qualified_name)
+        await next(context)
+
+    kernel.add_filter("function", audit)
+    events = [event async for event in kernel.invoke_stream("p.say", word="hi")]
+    assert seen == ["p.say"]
+    assert events[-1].message.content == "streamed reply"
