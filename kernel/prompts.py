@@ -94,6 +94,25 @@ def weight(value: Any, limit: int = MAX_SEQUENCE_LENGTH) -> int:
     return visit(value, 0)
 
 
+def _nesting(value: Any, cap: int = 64) -> int:
+    """How deeply containers nest inside `value` (at most `cap`). Each level visits each
+    distinct container once, so shared (doubling) structures cost no more than their size."""
+    depth, level = 0, {id(value): value} if isinstance(value, list | tuple | dict) else {}
+    while level and depth < cap:
+        depth += 1
+        below: dict[int, Any] = {}
+        for container in level.values():
+            for item in container.values() if isinstance(container, dict) else container:
+                if isinstance(item, list | tuple | dict):
+                    below[id(item)] = item
+                    if len(below) >= 10_000:
+                        break
+            if len(below) >= 10_000:
+                break
+        level = below
+    return depth
+
+
 def _check_size(size: int, what: str) -> None:
     if size > MAX_SEQUENCE_LENGTH:
         raise SecurityError(f"{what} would make {size:,} or more characters/items, over the "
@@ -217,9 +236,22 @@ def _guarded_filters() -> dict[str, Callable[..., Any]]:
             return collect()
         return sum_checked(environment, list(iterable), attribute, start)
 
+    def tojson(eval_ctx: Any, value: Any, indent: Any = None) -> Any:
+        # Indented JSON repeats the indent on every line at every depth: bound it up front.
+        spaces = len(indent) if isinstance(indent, str) else int(indent or 0)
+        _check_size(weight(value) * (1 + spaces * _nesting(value)), "tojson output")
+        return _filters.do_tojson(eval_ctx, value, indent)
+
+    def wordwrap(environment: Any, s: str, width: int = 79, break_long_words: bool = True,
+                 wrapstring: str | None = None, break_on_hyphens: bool = True) -> str:
+        # Every break may insert `wrapstring`: at most one per character.
+        _check_size(weight(s) * (1 + len(wrapstring or "")), "wordwrap output")
+        return _filters.do_wordwrap(environment, s, width, break_long_words, wrapstring, break_on_hyphens)
+
     guarded: dict[str, Callable[..., Any]] = {
         "center": center, "indent": indent, "join": join, "replace": replace, "format": format_,
-        "batch": batch, "slice": slice_, "string": string, "sum": sum_,
+        "batch": batch, "slice": slice_, "string": string, "sum": sum_, "tojson": tojson,
+        "wordwrap": wordwrap,
     }
     for name, wrapper in guarded.items():
         pass_arg = getattr(_filters.FILTERS[name], "jinja_pass_arg", None)
@@ -232,11 +264,12 @@ def _guarded_filters() -> dict[str, Callable[..., Any]]:
             continue
 
         def checked(*args: Any, _original: Any = original, _name: str = name, **kwargs: Any) -> Any:
-            for arg in args:
-                if not isinstance(arg, jinja2.runtime.Context | jinja2.nodes.EvalContext | jinja2.Environment):
-                    _check_weight(arg, _name)
-                    break
-            return _original(*args, **kwargs)
+            # Every input counts (keyword arguments too), and so does the result.
+            inputs = [a for a in args
+                      if not isinstance(a, jinja2.runtime.Context | jinja2.nodes.EvalContext | jinja2.Environment)]
+            _check_size(sum(weight(a) for a in (*inputs, *kwargs.values())
+                            if not isinstance(a, int | float | bool | None)), _name)
+            return _check_weight(_original(*args, **kwargs), _name)
 
         for marker in ("jinja_pass_arg", "jinja_async_variant"):
             if hasattr(original, marker):

@@ -8,6 +8,7 @@ memory recalls, model output) is never template code and never opens a chat mess
 
 from __future__ import annotations
 
+import asyncio
 import time
 import tracemalloc
 from collections.abc import Sequence
@@ -304,3 +305,31 @@ async def test_memory_recall_is_data(scripted: tuple[Kernel, ScriptedChatModel],
     assert roles(messages) == ["system", "user"]
     assert "notes.md" in messages[1].content
     assert_literal(messages[1].content)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% set big = 'x' * 999999 %}{{ 'a b c d e f g h i j k'|wordwrap(1, wrapstring=big)|length }}",
+        "{% set v = [[[[[1]]]]]|tojson(indent=999999) %}{{ v|length }}",
+        "{% set v = [[[[[[[[1]]]]]]]]|tojson(indent='" + " " * 200_000 + "') %}{{ v|length }}",
+    ],
+)
+def test_filter_keyword_arguments_are_bounded_before_allocation(source: str) -> None:
+    """Review finding: `tojson(indent=)` and `wordwrap(wrapstring=)` amplified their input
+    past the size limit (hundreds of MiB) because only the first argument was weighed."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(KernelError, match="over the 1,000,000 limit"):
+            asyncio.run(_render_text(source))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20
+
+
+async def _render_text(source: str) -> str:
+    k = Kernel(settings=KernelSettings(), load_entry_points=False, builtins=False)
+    return await PromptFunction.from_template(source, name="bomb", plugin="t").render(k, {})
