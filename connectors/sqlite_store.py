@@ -236,7 +236,6 @@ class SQLiteVectorStore:
             )
         )
         self._dims.pop(name, None)
-        self._data_version = self._read_data_version()
 
     async def list_collections(self) -> list[str]:
         return await self._run(self._list)
@@ -286,6 +285,12 @@ class SQLiteVectorStore:
             rows.append((collection, rec.id or content_id(rec.text), rec.text, vec.tobytes(), meta))
 
         def work() -> None:
+            # Check again under the write lock: another process may have created the
+            # collection, with another dimension, since the check above.
+            self._dims.pop(collection, None)
+            stored = self._dimension(collection)
+            if stored is not None and stored != dim:
+                check_dimension(collection, stored, dim)
             self._conn.execute(
                 "INSERT OR IGNORE INTO collections(name, dimension, created_at) VALUES (?, ?, ?)",
                 (collection, dim, time.time()),
@@ -300,7 +305,6 @@ class SQLiteVectorStore:
 
         self._write(work)
         self._cache.pop(collection, None)
-        self._data_version = self._read_data_version()
         return len(rows)
 
     async def get(self, collection: str, ids: Sequence[str]) -> list[MemoryRecord]:
@@ -341,7 +345,6 @@ class SQLiteVectorStore:
 
         n = self._write(work)
         self._cache.pop(collection, None)
-        self._data_version = self._read_data_version()
         return n
 
     async def count(self, collection: str) -> int:
@@ -399,7 +402,8 @@ class SQLiteVectorStore:
         rows = top if candidates is None else candidates[top]
         rids = [int(m.rids[i]) for i in rows]
         records = self._fetch(rids)
-        return [SearchHit(records[r], float(scores[t])) for r, t in zip(rids, top, strict=True)]
+        # A record deleted by another process since the matrix was cached is skipped.
+        return [SearchHit(records[r], float(scores[t])) for r, t in zip(rids, top, strict=True) if r in records]
 
     async def keyword_search(
         self, collection: str, query: str, k: int = 4, filter: Filter | None = None
