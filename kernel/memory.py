@@ -90,14 +90,27 @@ class SemanticMemory:
         """Ingest files and folders (recursively: .md, .markdown, .txt, .rst).
 
         A file's `source` is its path relative to the folder given (or its name when the
-        file itself is given), with `/` separators.
+        file itself is given), with `/` separators. With several folders, each source
+        starts with its folder's name (`team_a/notes.md`), so files never collide;
+        two files that would still get the same source are an error.
         """
         if isinstance(paths, str | Path):
             paths = [paths]
+        roots = [Path(p) for p in paths]
+        prefix_folders = sum(1 for r in roots if r.is_dir()) > 1
         docs = []
-        for file, root in iter_files([Path(p) for p in paths]):
+        origin: dict[str, Path] = {}
+        for file, root in iter_files(roots):
             rel = file.relative_to(root.resolve()) if file.is_relative_to(root.resolve()) else file
             source = rel.as_posix()
+            if prefix_folders and root.is_dir():
+                source = f"{root.resolve().name}/{source}"
+            if source in origin and origin[source] != file:
+                raise MemoryError_(
+                    f"{origin[source]} and {file} would both be stored as source {source!r}; "
+                    "ingest them separately or from their common parent folder"
+                )
+            origin[source] = file
             markdown = file.suffix.lower() in (".md", ".markdown")
             docs.append((Document(source, load_text(file)), markdown))
         return await self._ingest(docs, collection, chunk_size, overlap, unit, progress, prune)

@@ -216,3 +216,28 @@ async def test_cli_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         ]
     finally:
         await kernel.services.aclose()
+
+
+async def test_same_file_names_in_two_folders_stay_apart(tmp_path: Path, store: SQLiteVectorStore) -> None:
+    for team, text in (("team_a", "Alpha team notes about rockets."), ("team_b", "Beta team notes about boats.")):
+        (tmp_path / team).mkdir()
+        (tmp_path / team / "notes.md").write_text(f"# Notes\n\n{text}\n", encoding="utf-8")
+    memory = SemanticMemory(HashingEmbedder(), store)
+    report = await memory.ingest([tmp_path / "team_a", tmp_path / "team_b"], "docs")
+    assert report.files == 2
+    records = await store.get("docs", await store.list_ids("docs"))
+    assert sorted({r.metadata["source"] for r in records}) == ["team_a/notes.md", "team_b/notes.md"]
+    await memory.ingest([tmp_path / "team_a", tmp_path / "team_b"], "docs")  # idempotent
+    assert await store.count("docs") == len(records)
+
+
+async def test_two_files_with_one_source_are_refused(tmp_path: Path, store: SQLiteVectorStore) -> None:
+    from kernel.errors import MemoryError_
+
+    for parent in ("x", "y"):
+        (tmp_path / parent / "docs").mkdir(parents=True)
+        (tmp_path / parent / "docs" / "a.md").write_text(f"# A\n\nfrom {parent}\n", encoding="utf-8")
+    memory = SemanticMemory(HashingEmbedder(), store)
+    with pytest.raises(MemoryError_, match="would both be stored as source 'docs/a.md'"):
+        await memory.ingest([tmp_path / "x" / "docs", tmp_path / "y" / "docs"], "docs")
+    assert "docs" not in await store.list_collections() or await store.count("docs") == 0
