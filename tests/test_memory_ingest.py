@@ -238,6 +238,6 @@ async def test_two_files_with_one_source_are_refused(tmp_path: Path, store: SQLi
         (tmp_path / parent / "docs").mkdir(parents=True)
         (tmp_path / parent / "docs" / "a.md").write_text(f"# A\n\nfrom {parent}\n", encoding="utf-8")
     memory = SemanticMemory(HashingEmbedder(), store)
-    with pytest.raises(MemoryError_, match="would both be stored as source 'docs/a.md'"):
+    with pytest.raises(MemoryError_, match=r"would both be stored as source 'docs/a\.md'"):
         await memory.ingest([tmp_path / "x" / "docs", tmp_path / "y" / "docs"], "docs")
     assert "docs" not in await store.list_collections() or await store.count("docs") == 0
