@@ -248,7 +248,10 @@ class AnthropicChatModel:
         if request.output_schema is not None:
             schema = request.output_schema
             if schema.get("type") != "object":
-                schema = {"type": "object", "properties": {"value": schema}, "required": ["value"]}
+                # `$ref`s point at the document root: the definitions stay at the root.
+                inner = {k: v for k, v in schema.items() if k not in ("$defs", "definitions")}
+                defs = {k: schema[k] for k in ("$defs", "definitions") if k in schema}
+                schema = {"type": "object", "properties": {"value": inner}, "required": ["value"], **defs}
                 wrapped = True
             output_tool = _output_tool_name(request.output_schema_name)
             offer_tools = bool(tools) and (choice is None or choice.mode != "none")

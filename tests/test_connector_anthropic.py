@@ -405,3 +405,25 @@ def test_key_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
     chat = chat_factory("claude", ServiceSettings(provider="anthropic", model="claude-test"), KernelSettings())
     assert chat.model == "claude-test" and SECRET not in repr(chat)
+
+
+async def test_wrapped_schema_keeps_its_definitions_at_the_root() -> None:
+    """`$ref`s resolve against the root of the tool's input_schema: a wrapped array of
+    pydantic models must carry its `$defs` there, not under `properties.value`."""
+    from pydantic import BaseModel, TypeAdapter
+
+    class Item(BaseModel):
+        name: str
+
+    schema = TypeAdapter(list[Item]).json_schema()
+    assert "$defs" in schema
+    rec = Recorder(
+        message([{"type": "tool_use", "id": "t", "name": "output", "input": {"value": [{"name": "a"}]}}],
+                stop="tool_use")
+    )
+    response = await model(rec).complete(ChatRequest([ChatMessage.user("list")], output_schema=schema))
+    assert json.loads(response.text) == [{"name": "a"}]
+    sent = rec.body["tools"][0]["input_schema"]
+    assert sent["$defs"] == schema["$defs"]
+    assert "$defs" not in sent["properties"]["value"]
+    assert sent["properties"]["value"]["items"] == {"$ref": "#/$defs/Item"}
