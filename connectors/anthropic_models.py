@@ -250,7 +250,7 @@ class AnthropicChatModel:
             if schema.get("type") != "object":
                 # `$ref`s point at the document root: the definitions stay at the root.
                 inner = {k: v for k, v in schema.items() if k not in ("$defs", "definitions")}
-                defs = {k: schema[k] for k in ("$defs", "definitions") if k in schema}
+                defs: dict[str, Any] = {k: schema[k] for k in ("$defs", "definitions") if k in schema}
                 schema = {"type": "object", "properties": {"value": inner}, "required": ["value"], **defs}
                 wrapped = True
             output_tool = _output_tool_name(request.output_schema_name)

@@ -35,7 +35,7 @@ else:
 
     np = LazyModule("numpy")  # numpy loads on the first search, not when the kernel starts
 
-from kernel.errors import MemoryError_
+from kernel.errors import ConfigurationError, MemoryError_
 from kernel.filters import matches, parse_filter
 from kernel.hookspecs import hookimpl
 from kernel.memory_types import (
@@ -289,7 +289,7 @@ class SQLiteVectorStore:
             # collection, with another dimension, since the check above.
             self._dims.pop(collection, None)
             stored = self._dimension(collection)
-            if stored is not None and stored != dim:
+            if stored is not None and dim is not None and stored != dim:
                 check_dimension(collection, stored, dim)
             self._conn.execute(
                 "INSERT OR IGNORE INTO collections(name, dimension, created_at) VALUES (?, ?, ?)",
@@ -466,7 +466,7 @@ def _factory(name: str, service: ServiceSettings, settings: KernelSettings) -> S
     path = options.pop("path", None) or DEFAULT_PATH
     timeout = float(options.pop("timeout", 30.0))
     if options:
-        raise MemoryError_(
+        raise ConfigurationError(
             f"service {name!r} (sqlite): unknown options {', '.join(sorted(options))}; "
             "expected path, timeout"
         )

@@ -286,13 +286,17 @@ def exit_code_for(exc: BaseException) -> int:
     from .errors import (
         ArgumentError,
         ConfigurationError,
+        FilterError,
         FunctionNotFoundError,
         KernelError,
         PluginLoadError,
+        ServiceNotFoundError,
     )
 
-    if isinstance(exc, ConfigurationError):
+    if isinstance(exc, ConfigurationError | ServiceNotFoundError):  # both say what to configure
         return EXIT_CONFIG
+    if isinstance(exc, FilterError):
+        return EXIT_USAGE
     if isinstance(exc, PluginLoadError):
         return EXIT_PLUGINS
     if isinstance(exc, FunctionNotFoundError | ArgumentError):

@@ -42,7 +42,8 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     ingest.add_argument("paths", nargs="+", metavar="PATH", help=".md/.txt files or folders")
     ingest.add_argument("--collection", "-c", default="docs")
     ingest.add_argument("--chunk-size", type=int, default=1000, metavar="N")
-    ingest.add_argument("--overlap", type=int, default=100, metavar="N")
+    ingest.add_argument("--overlap", type=int, default=None, metavar="N",
+                        help="chunk overlap (default: a tenth of the chunk size, at most 100)")
     ingest.add_argument("--unit", choices=["chars", "tokens"], default="chars")
     ingest.add_argument("--no-prune", action="store_true", help="keep chunks that left re-ingested files")
     services(ingest)
@@ -73,9 +74,21 @@ def _memory(args: argparse.Namespace, kernel: Kernel) -> SemanticMemory:
 
 
 async def ingest_command(args: argparse.Namespace, kernel: Kernel) -> int:
+    from pathlib import Path
+
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .cli import UsageError
+
+    if args.chunk_size < 1:
+        raise UsageError(f"--chunk-size must be at least 1, not {args.chunk_size}")
+    overlap = min(100, args.chunk_size // 10) if args.overlap is None else args.overlap
+    if not 0 <= overlap < args.chunk_size:
+        raise UsageError(f"--overlap must be in [0, --chunk-size), not {overlap} with size {args.chunk_size}")
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
     memory = _memory(args, kernel)
     console = Console(stderr=True)
     with Progress(
@@ -97,7 +110,7 @@ async def ingest_command(args: argparse.Namespace, kernel: Kernel) -> int:
             args.paths,
             args.collection,
             chunk_size=args.chunk_size,
-            overlap=args.overlap,
+            overlap=overlap,
             unit=args.unit,
             progress=progress,
             prune=not args.no_prune,

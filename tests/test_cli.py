@@ -269,3 +269,32 @@ def test_help_imports_no_command_module(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=60)
     assert proc.stdout.strip() == "0 [] True", proc.stderr
+
+
+def test_memory_and_service_errors_have_their_exit_codes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    store = ["--config", str(tmp_path / "k.toml")]
+    (tmp_path / "k.toml").write_text(
+        f'default_memory = "m"\n[services.m]\nprovider = "sqlite"\noptions = {{ path = "{tmp_path / "m.db"}" }}\n',
+        encoding="utf-8")
+    (tmp_path / "docs").mkdir()
+    code, _, err = run_cli(capsys, "memory", "ingest", str(tmp_path / "nope"), *store)
+    assert code == 2
+    assert_one_line_error(err, "no such file or folder")
+    code, _, err = run_cli(capsys, "memory", "ingest", str(tmp_path / "docs"), "--chunk-size", "0", *store)
+    assert code == 2
+    assert_one_line_error(err, "--chunk-size must be at least 1")
+    code, _, err = run_cli(capsys, "memory", "ingest", str(tmp_path / "docs"), "--chunk-size", "80",
+                           "--overlap", "80", *store)
+    assert code == 2
+    assert_one_line_error(err, "--overlap must be in")
+    code, _, err = run_cli(capsys, "memory", "search", "q", "--filter", "bogus", *store)
+    assert code == 2
+    assert_one_line_error(err, "bogus")
+    code, _, err = run_cli(capsys, "run", "--service", "nope", "writer.summarize", "-a", "text=hi")
+    assert code == 3
+    assert_one_line_error(err, "no service named 'nope'")
+    (tmp_path / "bad.toml").write_text('[services.m]\nprovider = "sqlite"\noptions = { colour = "red" }\n',
+                                       encoding="utf-8")
+    code, _, err = run_cli(capsys, "memory", "collections", "--store", "m", "--config", str(tmp_path / "bad.toml"))
+    assert code == 3
+    assert_one_line_error(err, "unknown options colour")
