@@ -163,7 +163,7 @@ def _literal(text: str) -> Scalar:
 def parse_expression(text: str) -> Condition:
     """One CLI expression (`year>=2020`, `tag in a,b`) to a `Condition`."""
     m = _WORD_OPS.match(text)
-    if m:
+    if m and FIELD_PATTERN.match(m["field"]):  # else `title=Life in Rome` is an `=` with a value
         word = " ".join(m["op"].lower().split())
         op = {"not in": "nin", "nin": "nin", "in": "in", "contains": "contains"}[word]
         raw = m["value"]

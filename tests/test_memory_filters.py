@@ -82,3 +82,15 @@ def test_postgres_compilation_binds_every_value_and_path() -> None:
     assert '"x\'); DROP TABLE records; --"' in params  # JSON-encoded, bound
     assert ["a", "b"] in params and 3 in params
     assert sql.count("%s") == len(params)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("title=Life in Rome", Condition("title", "eq", "Life in Rome")),
+        ("note!=a contains b", Condition("note", "ne", "a contains b")),
+        ("tags contains in", Condition("tags", "contains", "in")),
+    ],
+)
+def test_values_may_contain_operator_words(text: str, expected: Condition) -> None:
+    assert parse_expression(text) == expected
