@@ -31,7 +31,6 @@ typo must not be silently ignored.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +49,7 @@ from kernel.contents import (
 )
 from kernel.errors import ConfigurationError, ProviderError
 from kernel.hookspecs import hookimpl
+from kernel.resilience import backoff_delay
 
 from ._http_errors import map_exception, missing_key
 
@@ -392,7 +392,10 @@ class OpenAIEmbeddingModel:
                 error.with_service(self.service)
                 if self.retry is None or not error.retryable or attempt == attempts:
                     raise error from None
-                await asyncio.sleep(_backoff(self.retry, attempt, error.retry_after))
+                delay = backoff_delay(self.retry, attempt, error.retry_after)
+                if delay is None:  # the provider asks for longer than max_retry_after: give up now
+                    raise error from None
+                await asyncio.sleep(delay)
         vectors = [list(item.embedding) for item in sorted(response.data, key=lambda d: d.index)]
         if len(vectors) != len(texts):
             raise ProviderError(
@@ -419,13 +422,6 @@ class OpenAIEmbeddingModel:
 
     async def aclose(self) -> None:
         await self.client.close()
-
-
-def _backoff(retry: RetrySettings, attempt: int, retry_after: float | None) -> float:
-    if retry_after is not None:
-        return min(retry_after, retry.max_retry_after)
-    base = min(retry.max_backoff, retry.initial_backoff * retry.multiplier ** (attempt - 1))
-    return base * (1.0 - retry.jitter * random.random())
 
 
 def resolve_key(name: str, svc: ServiceSettings) -> str:

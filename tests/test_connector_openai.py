@@ -233,3 +233,30 @@ async def test_embeddings_batching_and_dimension() -> None:
     assert embedding_factory("e", ServiceSettings(provider="openai", api_key="k"), KernelSettings()).dimension == 1536
     with pytest.raises(ConfigurationError, match=r"options\.dimension"):
         embedding_factory("e", ServiceSettings(provider="openai", api_key="k", model="custom"), KernelSettings())
+
+
+async def test_embeddings_give_up_at_once_on_a_retry_after_beyond_the_cap() -> None:
+    """As for chat: a provider asking to wait longer than max_retry_after ends the call
+    now instead of sleeping the capped time."""
+    import time
+
+    from kernel.errors import ProviderStatusError
+    from kernel.settings import RetrySettings
+
+    calls: list[float] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        calls.append(time.monotonic())
+        return httpx2.Response(429, headers={"retry-after": "3600"},
+                               json={"error": {"message": "slow down", "type": "rate_limit"}})
+
+    embedder = OpenAIEmbeddingModel(
+        "my-embedder", api_key="sk-test", options={"dimension": 3},
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(handler)),
+        retry=RetrySettings(max_attempts=3, max_retry_after=5.0),
+    )
+    start = time.monotonic()
+    with pytest.raises(ProviderStatusError) as info:
+        await embedder.embed(["a"])
+    assert info.value.status_code == 429
+    assert len(calls) == 1 and time.monotonic() - start < 2.0
