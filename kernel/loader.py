@@ -152,6 +152,9 @@ class _Loader:
 
     def reference(self, base: Path, value: str, what: str, source: Path) -> Path:
         """A file named inside a plugin file: relative, without `..`, inside the root."""
+        if "\0" in value:
+            self.problem(source, f"{what} {value!r}: a path cannot contain a NUL byte")
+            raise _Skip
         pure = PurePosixPath(value.replace("\\", "/"))
         if pure.is_absolute() or Path(value).is_absolute() or re.match(r"^[A-Za-z]:", value):
             self.problem(source, f"{what} {value!r}: absolute paths are not allowed (use a path relative to the file)")

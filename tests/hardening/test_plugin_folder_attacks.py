@@ -144,3 +144,14 @@ def test_traversal_in_plugin_name_and_function_name(tmp_path: Path) -> None:
     (root / "bad-name" / "x.prompt").write_text(GOOD, encoding="utf-8")
     found = problems(root)
     assert named(found, root / "bad-name", "invalid plugin name")
+
+
+def test_nul_byte_in_a_referenced_path_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    folder = plugin(tmp_path)
+    nul = folder / "nul.prompt"
+    nul.write_text('---\noutput_schema: "a\\0b.json"\n---\nx\n', encoding="utf-8")
+    broken = folder / "broken.prompt"
+    broken.write_text("---\ndescription: [unclosed\n---\nx\n", encoding="utf-8")
+    found = problems(folder)
+    assert named(found, nul, "NUL byte")
+    assert any(p == str(broken) for p, _ in found)  # the other problems are still reported
