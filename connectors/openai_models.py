@@ -235,8 +235,11 @@ class OpenAIChatModel:
                 }
                 for t in request.tools
             ]
-        if request.tool_choice is not None and (request.tools or request.tool_choice.mode == "none"):
+        if request.tool_choice is not None and request.tools:
             params["tool_choice"] = _tool_choice(request.tool_choice)
+        elif not request.tools:
+            # The API refuses tool options without tools; without tools there is no call anyway.
+            params.pop("parallel_tool_calls", None)
         if request.output_schema is not None:
             if self.json_schema_mode == "json_object":
                 params["response_format"] = {"type": "json_object", "schema": request.output_schema}

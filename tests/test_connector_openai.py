@@ -184,6 +184,10 @@ async def test_request_body_mapping() -> None:
     }
     assert (response.usage.input_tokens, response.usage.cached_tokens) == (100, 64)
     assert response.model == "gpt-test-2025"
+    # Without tools, no tool options: the API refuses tool_choice/parallel_tool_calls alone.
+    await chat.complete(ChatRequest([ChatMessage.user("q")], tool_choice=ToolChoice("none"),
+                                    settings={"parallel_tool_calls": False}))
+    assert "tool_choice" not in bodies[1] and "parallel_tool_calls" not in bodies[1] and "tools" not in bodies[1]
 
 
 async def test_connection_refused_maps_to_connection_error() -> None:
