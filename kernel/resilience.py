@@ -182,6 +182,18 @@ class ResilientChatModel:
         return delay
 
     @staticmethod
+    def _fall_back(failures: list[str], target: _Target, following: _Target, error: ProviderError) -> None:
+        """Record why `target` is given up and announce the next service of the chain."""
+        failures.append(f"{target.name}: {error.detail} (status {error.status_code})")
+        log.warning(
+            "falling back to the next chat service",
+            service=target.name,
+            next=following.name,
+            status=error.status_code,
+            error=type(error).__name__,
+        )
+
+    @staticmethod
     def _note_failures(error: ProviderError, failures: list[str]) -> ProviderError:
         if failures:
             error.add_note("fallback chain tried: " + "; ".join(failures))
@@ -225,14 +237,7 @@ class ResilientChatModel:
                         continue
                     if position == last or not _falls_back(error):
                         raise self._note_failures(error, failures) from None
-                    failures.append(f"{target.name}: {error.detail} (status {error.status_code})")
-                    log.warning(
-                        "falling back to the next chat service",
-                        service=target.name,
-                        next=chain[position + 1].name,
-                        status=error.status_code,
-                        error=type(error).__name__,
-                    )
+                    self._fall_back(failures, target, chain[position + 1], error)
                     break
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -278,14 +283,7 @@ class ResilientChatModel:
                 if delay is not None:
                     await self._sleep(delay, until, error)
                     continue
-                failures.append(f"{target.name}: {error.detail} (status {error.status_code})")
-                log.warning(
-                    "falling back to the next chat service",
-                    service=target.name,
-                    next=chain[position + 1].name,
-                    status=error.status_code,
-                    error=type(error).__name__,
-                )
+                self._fall_back(failures, target, chain[position + 1], error)
                 break
 
     async def _step(self, awaitable: Any, until: float | None) -> Any:
