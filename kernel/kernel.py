@@ -422,10 +422,7 @@ class Kernel:
         parent = _METER.get()
         depth = 0 if parent is None else parent[0]
         if depth >= self._max_depth:
-            raise RecursionLimitError(
-                f"{fn.fully_qualified_name}: functions nested deeper than {self._max_depth} "
-                "calls (recursive functions?); raise max_call_depth if this is intended"
-            )
+            raise self._too_deep(fn)
         meter = result = FunctionResult(fn.fully_qualified_name, None, Usage(), 0.0)
         token = _METER.set((depth + 1, meter))
         logged = _logging.INFO_ENABLED  # build no log event when info is filtered out
@@ -466,6 +463,12 @@ class Kernel:
                 log.info("function_invoked", function=fn.fully_qualified_name, outcome="ok",
                          duration_ms=round((time.perf_counter() - start) * 1000, 3))
         return result
+
+    def _too_deep(self, fn: KernelFunction) -> RecursionLimitError:
+        return RecursionLimitError(
+            f"{fn.fully_qualified_name}: functions nested deeper than {self._max_depth} "
+            "calls (recursive functions?); raise max_call_depth if this is intended"
+        )
 
     async def _call(self, fn: KernelFunction, args: Mapping[str, Any]) -> Any:
         validated = fn.validate(args)
@@ -617,17 +620,15 @@ class Kernel:
         found = function if isinstance(function, KernelFunction) else self.get_function(function)
         args = {**(arguments or {}), **kwargs}
         fn = _as_prompt_function(found)
-        parent = _METER.get()
-        if parent is not None and parent[0] >= self._max_depth:
-            raise RecursionLimitError(
-                f"{found.fully_qualified_name}: functions nested deeper than {self._max_depth} calls"
-            )
         if fn is None or self._function_filters:
             result = await self.invoke(found, args)
             text = "" if result.value is None else str(result.value)
             yield TextDelta(text)
             yield FinalMessage(ChatMessage("assistant", text), result.usage)
             return
+        parent = _METER.get()
+        if parent is not None and parent[0] >= self._max_depth:
+            raise self._too_deep(fn)
         messages = await self.render_prompt(fn, fn.validate(args))
         service, settings = self.request_settings(fn, getattr(arguments, "settings", None))
         tool_options = _pop_tool_options(settings)

@@ -179,3 +179,17 @@ class TestUsageAndCost:
         mixed = PromptFunction.from_template("{{ p.a() }} {{ p.b() }}", name="mixed", plugin="q", service="priced")
         k.add_function(mixed)
         assert (await k.invoke("q.mixed")).cost is None
+
+
+async def test_streaming_respects_the_call_depth_limit() -> None:
+    k = make_kernel(("test", ScriptedChatModel(default="deep")), max_call_depth=1)
+    k.add_function(PromptFunction.from_template("Tell {{ x }}", name="tell", plugin="p"))
+
+    @kernel_function
+    async def relay(kernel: Kernel) -> str:
+        return "".join([e.text async for e in kernel.invoke_stream("p.tell", x="y") if isinstance(e, TextDelta)])
+
+    k.add_function(relay, plugin="n")
+    with pytest.raises(RecursionLimitError, match=r"p\.tell: functions nested deeper than 1"):
+        await k.invoke("n.relay")
+    assert "".join([e.text async for e in k.invoke_stream("p.tell", x="y") if isinstance(e, TextDelta)]) == "deep"
