@@ -391,10 +391,12 @@ class _Loader:
         return var
 
     def json_file(self, base: Path, value: str, what: str, source: Path) -> dict[str, Any] | None:
-        path = self.reference(base, value, what, source)
-        text = self.read(path)
+        return self.json_object(self.reference(base, value, what, source), what)
+
+    def json_object(self, path: Path, what: str) -> dict[str, Any]:
+        """The JSON object in `path`; invalid JSON or another value is a problem."""
         try:
-            data = json.loads(text)
+            data = json.loads(self.read(path))
         except json.JSONDecodeError as exc:
             self.problem(path, f"invalid JSON: {exc.msg}", exc.lineno)
             raise _Skip from None
@@ -440,25 +442,13 @@ class _Loader:
             self.problem(folder, f"missing {SK_PROMPT_FILE}" + (
                 "" if config_path else f" (a function folder holds {SK_PROMPT_FILE} and optionally {SK_CONFIG_FILE})"))
             if config_path is not None:  # still check it, to report everything at once
-                self.sk_config_file(config_path)
+                self.json_object(config_path, SK_CONFIG_FILE)
             raise _Skip
         name = self.function_name(name, folder)
-        config = self.sk_config_file(config_path) if config_path is not None else {}
+        config = self.json_object(config_path, SK_CONFIG_FILE) if config_path is not None else {}
         template = self.read(prompt_path)
         return self.sk_function(plugin, name, config, template, prompt_path, config_path or folder,
                                 allowed=SK_CONFIG_KEYS, text=None)
-
-    def sk_config_file(self, path: Path) -> dict[str, Any]:
-        text = self.read(path)
-        try:
-            config = json.loads(text)
-        except json.JSONDecodeError as exc:
-            self.problem(path, f"invalid JSON: {exc.msg}", exc.lineno)
-            raise _Skip from None
-        if not isinstance(config, dict):
-            self.problem(path, "config.json must hold a JSON object")
-            raise _Skip
-        return config
 
     def sk_yaml(self, plugin: str, path: Path) -> PromptFunction:
         text = self.read(path)
