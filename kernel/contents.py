@@ -162,12 +162,10 @@ class ChatRequest:
     output_schema_name: str = "output"
 
 
-FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error", "unknown"]
-
-
 @dataclass(slots=True)
 class ChatResponse:
-    """The answer to a ChatRequest."""
+    """The answer to a ChatRequest. `finish_reason` is one of stop, length, tool_calls,
+    content_filter, error, unknown; `model` is the provider's own model id."""
 
     message: ChatMessage
     finish_reason: str = "stop"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import (
     TYPE_CHECKING,
@@ -584,5 +584,3 @@ def _default_plugin_name(obj: Any) -> str:
 def is_kernel_function(obj: Any) -> bool:
     return getattr(obj, MARKER_ATTRIBUTE, None) is not None
 
-
-AsyncCallable = Callable[..., Awaitable[Any]]

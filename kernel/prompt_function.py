@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, create_model
 
 from .contents import ChatMessage, ChatResponse
-from .errors import InvocationError, PluginError
+from .errors import InvocationError
 from .functions import KernelFunction, ParameterInfo, check_name
 from .prompts import TEMPLATES, CompiledTemplate, parse_chat, prepare_variables
 
@@ -84,7 +84,6 @@ class PromptFunction(KernelFunction):
         self.output_schema = output_schema
         self.service = service
         self.needs_approval = needs_approval
-        self._functions_used: frozenset[str] = frozenset()
         declared = {v.name: v for v in input_variables or ()}
         for var in sorted(self.template.variables - set(declared)):
             declared[var] = InputVariable(var)  # discovered in the template: a required string
@@ -213,9 +212,3 @@ def _strip_fences(text: str) -> str:
         if stripped.rstrip().endswith("```"):
             stripped = stripped.rstrip()[:-3]
     return stripped
-
-
-def ensure_prompt_function(obj: Any) -> PromptFunction:
-    if not isinstance(obj, PromptFunction):
-        raise PluginError(f"{obj!r} is not a prompt function")
-    return obj

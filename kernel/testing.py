@@ -144,8 +144,7 @@ class ScriptedChatModel:
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         response = self._next(request)
         text = response.message.content
-        for index, piece in enumerate(_chunks(text)):
-            del index
+        for piece in _chunks(text):
             yield TextDelta(piece)
         for index, call in enumerate(response.message.tool_calls):
             half = len(call.arguments) // 2
