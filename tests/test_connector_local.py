@@ -108,3 +108,21 @@ def test_factory_uses_the_cache_dir_and_rejects_unknown_options(tmp_path: Path, 
         chat_factory(
             "local", ServiceSettings(provider="local", options={"model_path": str(tmp_path / "x.gguf")}), settings
         )
+
+
+def test_default_model_is_assembled_once_into_the_cache_dir(
+    tmp_path: Path, gemma_model_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """First use assembles the packaged GGUF into `cache_dir/models` with a note on stderr;
+    later uses find it there silently."""
+    from connectors.llamacpp import default_model_path
+
+    first = default_model_path(tmp_path)
+    assert first.parent == tmp_path / "models" and first.is_file()
+    assert "preparing the local model" in capsys.readouterr().err
+    with first.open("rb") as f:
+        assert f.read(4) == b"GGUF"
+    assert first.stat().st_size == gemma_model_path.stat().st_size
+    assert not [p for p in first.parent.iterdir() if p.name.endswith(".part")]
+    assert default_model_path(tmp_path) == first
+    assert capsys.readouterr().err == ""
