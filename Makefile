@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# llama.cpp's CPU backend for AVX2 machines, not -march=native: a native build enables AMX
+# kernels that crash (SIGSEGV in ggml_backend_amx_mul_mat) on VMs that advertise AMX.
+LLAMA_CMAKE_ARGS ?= $(if $(filter x86_64,$(shell uname -m)),-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON,)
 
 .PHONY: demo test install lint bench clean
 
@@ -12,8 +15,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch's CPU build first: a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
-	# llama-cpp-python compiles from source the first time (about 8 minutes on 2 cores).
-	$(BIN)/pip install --quiet -e ".[local,server,postgres,test]"
+	# llama-cpp-python compiles from source the first time (about 8 minutes on 2 cores); no
+	# cached wheel is reused, since pip's cache does not know the build flags.
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet --no-cache-dir -e ".[local,server,postgres,test]"
 	touch $(STAMP)
 
 install: $(STAMP)
