@@ -15,7 +15,6 @@ from types import ModuleType
 from typing import Any
 
 from kernel.errors import (
-    MissingSecretError,
     ProviderConnectionError,
     ProviderError,
     ProviderStatusError,
@@ -104,10 +103,3 @@ def map_exception(
         message = _body_message(getattr(exc, "body", None)) or str(exc)
         return ProviderError(f"{provider} request failed: {redact(message, secret)}", **kw)
     return None
-
-
-def missing_key(service: str, provider: str, env: str) -> MissingSecretError:
-    return MissingSecretError(
-        f"service {service!r} (provider {provider}) needs an API key: set the environment "
-        f"variable {env}, or `api_key` (or `api_key_env`) in [services.{service}] of kernel.toml"
-    )

@@ -20,11 +20,12 @@ Mapping of the provider-neutral request:
   deltas). A schema that is not an object is wrapped in `{"value": ...}` and unwrapped.
   When the request also offers tools, the model must call one of them or the output tool.
 
-Execution settings policy: `max_tokens`, `temperature`, `top_p`, `top_k`, `stop`
-(-> `stop_sequences`) and `user` (-> `metadata.user_id`) are sent; `extra_body` (a table) is
-merged into the request body. **Any other setting (seed, presence_penalty,
-frequency_penalty, ...) is dropped with a structlog warning**, once per setting and
-service, so that a prompt written for another provider still runs here.
+Execution settings follow the kernel's one policy (`kernel.services.profiles`):
+`max_tokens`, `temperature`, `top_p`, `top_k`, `stop` (-> `stop_sequences`) and `user`
+(-> `metadata.user_id`) are sent; `extra_body` (a table) is merged into the request body;
+the neutral `seed`, `presence_penalty` and `frequency_penalty` are dropped with a warning,
+once per setting and service, so that a prompt written for another provider still runs
+here; any other setting is a ConfigurationError naming it.
 
 Usage: `input_tokens` counts every input token (Anthropic's `input_tokens` plus
 `cache_read_input_tokens` plus `cache_creation_input_tokens`); `cached_tokens` are the cache
@@ -53,14 +54,12 @@ from kernel.contents import (
 )
 from kernel.errors import ConfigurationError, ProviderError, ProviderStatusError
 from kernel.hookspecs import hookimpl
-from kernel.logging import LazyLogger
+from kernel.services import ModelProfile, Provider
 
-from ._http_errors import map_exception, missing_key
+from ._http_errors import map_exception
 
 if TYPE_CHECKING:
     from kernel.settings import KernelSettings, ServiceSettings
-
-log = LazyLogger("connectors.anthropic")
 
 PROVIDER = "anthropic"
 DEFAULT_KEY_ENV = "ANTHROPIC_API_KEY"
@@ -167,6 +166,41 @@ def _usage(usage: Any) -> Usage:
     )
 
 
+PROFILE = ModelProfile(
+    PROVIDER,
+    {"max_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
+     "stop": "stop_sequences", "user": "metadata"},
+    structured_output="tool",
+)
+
+
+class AnthropicProvider(Provider):
+    """Anthropic's Messages API, or any server speaking its wire format (`base_url`)."""
+
+    name = PROVIDER
+    key_env = DEFAULT_KEY_ENV
+
+    def __init__(self, service: str, settings: ServiceSettings, *, http_client: Any = None) -> None:
+        super().__init__(service, settings, http_client=http_client)
+        self.sdk = _sdk()
+        self.key = self.api_key()
+
+    def create_client(self) -> Any:
+        kw: dict[str, Any] = {"api_key": self.key, "max_retries": 0}
+        if self.settings.base_url:
+            kw["base_url"] = self.settings.base_url
+        if self.settings.timeout is not None:
+            kw["timeout"] = self.settings.timeout
+        if self.http_client is not None:
+            kw["http_client"] = self.http_client
+        if self.settings.options.get("default_headers") is not None:
+            kw["default_headers"] = self.settings.options["default_headers"]
+        return self.sdk.AsyncAnthropic(**kw)
+
+    def profile(self, model: str) -> ModelProfile:
+        return PROFILE
+
+
 class AnthropicChatModel:
     """Messages API over the official async SDK (one call per request, no retries)."""
 
@@ -176,7 +210,8 @@ class AnthropicChatModel:
         self,
         model: str,
         *,
-        api_key: str,
+        connection: AnthropicProvider | None = None,
+        api_key: str | None = None,
         base_url: str | None = None,
         timeout: float | None = None,
         settings: dict[str, Any] | None = None,
@@ -184,24 +219,24 @@ class AnthropicChatModel:
         http_client: Any = None,
         service: str | None = None,
     ) -> None:
+        """`connection` (an AnthropicProvider) or, to build one, the keyword arguments."""
+        if connection is None:
+            from kernel.settings import ServiceSettings
+
+            svc = ServiceSettings.model_validate({
+                "provider": PROVIDER, "model": model, "api_key": api_key, "base_url": base_url,
+                "timeout": timeout, "settings": dict(settings or {}), "options": dict(options or {})})
+            connection = AnthropicProvider(service or PROVIDER, svc, http_client=http_client)
+        self.connection = connection
         self.model = model
-        self.service = service or PROVIDER
-        self.base_url = base_url
-        self.default_settings = dict(settings or {})
-        self.options = dict(options or {})
-        self._secret = api_key
-        self._warned: set[str] = set()
-        self._sdk = _sdk()
-        kw: dict[str, Any] = {"api_key": api_key, "max_retries": 0}
-        if base_url:
-            kw["base_url"] = base_url
-        if timeout is not None:
-            kw["timeout"] = timeout
-        if http_client is not None:
-            kw["http_client"] = http_client
-        if self.options.get("default_headers") is not None:
-            kw["default_headers"] = self.options["default_headers"]
-        self.client = self._sdk.AsyncAnthropic(**kw)
+        self.service = connection.service
+        self.base_url = connection.settings.base_url
+        self.default_settings = dict(connection.settings.settings)
+        self.options = dict(connection.settings.options)
+        self.profile = connection.profile(model)
+        self._secret = connection.key
+        self._sdk = connection.sdk
+        self.client = connection.client
 
     def __repr__(self) -> str:
         return f"AnthropicChatModel(model={self.model!r}, base_url={self.base_url!r})"
@@ -215,29 +250,16 @@ class AnthropicChatModel:
         params: dict[str, Any] = {"model": self.model, "messages": turns}
         if system:
             params["system"] = system
-        settings = {**self.default_settings, **request.settings}
-        extra: dict[str, Any] = {}
-        for key, value in settings.items():
-            if value is None:
-                continue
-            if key == "max_tokens":
-                params["max_tokens"] = value
-            elif key == "stop":
-                params["stop_sequences"] = [value] if isinstance(value, str) else list(value)
-            elif key in ("temperature", "top_p", "top_k"):
-                extra[key] = value  # documented Messages API fields the SDK no longer types
-            elif key == "user":
-                params["metadata"] = {"user_id": str(value)}
-            elif key == "extra_body" and isinstance(value, dict):
-                extra.update(value)
-            elif key not in self._warned:
-                self._warned.add(key)
-                log.warning(
-                    "execution setting not supported by the provider; dropped",
-                    setting=key,
-                    service=self.service,
-                    provider=PROVIDER,
-                )
+        passed, extra = self.profile.request_settings({**self.default_settings, **request.settings}, self.service)
+        for key in ("temperature", "top_p", "top_k"):  # documented Messages API fields the SDK no longer types
+            if key in passed:
+                extra[key] = passed.pop(key)
+        if "stop_sequences" in passed:
+            stop = passed["stop_sequences"]
+            passed["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+        if "metadata" in passed:
+            passed["metadata"] = {"user_id": str(passed["metadata"])}
+        params.update(passed)
         params.setdefault("max_tokens", DEFAULT_MAX_TOKENS)
         if extra:
             params["extra_body"] = extra
@@ -388,7 +410,7 @@ class AnthropicChatModel:
         yield StreamEnd(finish, model)
 
     async def aclose(self) -> None:
-        await self.client.close()
+        await self.connection.aclose()
 
 
 class _Unwrapper:
@@ -416,23 +438,14 @@ class _Unwrapper:
         return out
 
 
-def chat_factory(name: str, svc: ServiceSettings, settings: KernelSettings) -> AnthropicChatModel:
+def chat_factory(
+    name: str, svc: ServiceSettings, settings: KernelSettings, *, http_client: Any = None
+) -> AnthropicChatModel:
     if not svc.model:
         raise ConfigurationError(
             f"service {name!r} (provider {PROVIDER}) needs a model: set `model` in [services.{name}]"
         )
-    key = svc.secret(DEFAULT_KEY_ENV)
-    if not key:
-        raise missing_key(name, PROVIDER, svc.api_key_env or DEFAULT_KEY_ENV)
-    return AnthropicChatModel(
-        svc.model,
-        api_key=key,
-        base_url=svc.base_url,
-        timeout=svc.timeout,
-        settings=svc.settings,
-        options=svc.options,
-        service=name,
-    )
+    return AnthropicChatModel(svc.model, connection=AnthropicProvider(name, svc, http_client=http_client))
 
 
 @hookimpl

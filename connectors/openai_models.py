@@ -19,18 +19,17 @@ Configuration (`[services.NAME]`, provider `openai`, kind chat or embedding):
   1536, text-embedding-3-large 3072, text-embedding-ada-002 1536; required otherwise),
   `options.batch_size` (default 256 texts per request).
 
-Execution settings policy: `max_tokens`, `temperature`, `top_p`, `stop`, `seed`,
-`presence_penalty`, `frequency_penalty`, `logit_bias`, `user`, `parallel_tool_calls`,
-`reasoning_effort`, `max_completion_tokens` and `service_tier` are passed on; `n` other
-than 1 is refused (one request, one answer); `extra_body` (a table) is merged into the
-request body as is, for server-specific parameters (llama.cpp's `top_k`, ...). **Any other
-setting raises ConfigurationError** naming the setting, the service and the provider: a
-typo must not be silently ignored.
+Execution settings follow the kernel's one policy (`kernel.services.profiles`):
+`max_tokens`, `temperature`, `top_p`, `stop`, `seed`, `presence_penalty`,
+`frequency_penalty`, `logit_bias`, `user`, `parallel_tool_calls`, `reasoning_effort`,
+`max_completion_tokens` and `service_tier` are passed on; `n` other than 1 is refused (one
+request, one answer); `extra_body` (a table) is merged into the request body, for
+server-specific parameters (llama.cpp's `top_k`, ...); the neutral `top_k` is dropped with
+a warning; any other setting is a ConfigurationError naming it.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -49,12 +48,12 @@ from kernel.contents import (
 )
 from kernel.errors import ConfigurationError, ProviderError
 from kernel.hookspecs import hookimpl
-from kernel.resilience import backoff_delay
+from kernel.services import ModelProfile, Provider
 
-from ._http_errors import map_exception, missing_key
+from ._http_errors import map_exception
 
 if TYPE_CHECKING:
-    from kernel.settings import KernelSettings, RetrySettings, ServiceSettings
+    from kernel.settings import KernelSettings, ServiceSettings
 
 PROVIDER = "openai"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
@@ -79,6 +78,7 @@ PASSED_SETTINGS = frozenset(
         "reasoning_effort",
         "max_completion_tokens",
         "service_tier",
+        "n",
     }
 )
 JSON_SCHEMA_MODES = ("json_schema", "json_object")
@@ -97,25 +97,55 @@ def _sdk() -> Any:
     return openai
 
 
-def _client(
-    api_key: str,
-    base_url: str | None,
-    timeout: float | None,
-    http_client: Any,
-    options: dict[str, Any],
-) -> Any:
-    openai = _sdk()
-    kw: dict[str, Any] = {"api_key": api_key, "max_retries": 0}
-    if base_url:
-        kw["base_url"] = base_url
-    if timeout is not None:
-        kw["timeout"] = timeout
-    if http_client is not None:
-        kw["http_client"] = http_client
-    for name in ("organization", "project", "default_headers"):
-        if options.get(name) is not None:
-            kw[name] = options[name]
-    return openai.AsyncOpenAI(**kw)
+class OpenAIProvider(Provider):
+    """OpenAI's API or any OpenAI-compatible server (`base_url`). Without `base_url` a key
+    is required; with one, a missing key sends the placeholder `"not-needed"` (local servers
+    ignore it) unless `options.api_key_required = true`."""
+
+    name = PROVIDER
+    key_env = DEFAULT_KEY_ENV
+
+    def __init__(self, service: str, settings: ServiceSettings, *, http_client: Any = None) -> None:
+        super().__init__(service, settings, http_client=http_client)
+        self.sdk = _sdk()
+        required = settings.options.get("api_key_required", settings.base_url is None)
+        self.key = self.api_key(required=bool(required)) or "not-needed"
+
+    def create_client(self) -> Any:
+        kw: dict[str, Any] = {"api_key": self.key, "max_retries": 0}
+        if self.settings.base_url:
+            kw["base_url"] = self.settings.base_url
+        if self.settings.timeout is not None:
+            kw["timeout"] = self.settings.timeout
+        if self.http_client is not None:
+            kw["http_client"] = self.http_client
+        for name in ("organization", "project", "default_headers"):
+            if self.settings.options.get(name) is not None:
+                kw[name] = self.settings.options[name]
+        return self.sdk.AsyncOpenAI(**kw)
+
+    def profile(self, model: str) -> ModelProfile:
+        mode = self.settings.options.get("json_schema_mode", "json_schema")
+        if mode not in JSON_SCHEMA_MODES:
+            raise ConfigurationError(
+                f"{self.where}: options.json_schema_mode must be one of {', '.join(JSON_SCHEMA_MODES)}, not {mode!r}"
+            )
+        return ModelProfile(PROVIDER, {key: key for key in PASSED_SETTINGS}, structured_output=mode)
+
+
+def _provider(
+    service: str | None, model: str, *, api_key: str | None, base_url: str | None, timeout: float | None,
+    options: dict[str, Any] | None, http_client: Any, settings: dict[str, Any] | None = None,
+) -> OpenAIProvider:
+    """A provider from keyword arguments (models built directly in code, as in tests)."""
+    from kernel.settings import ServiceSettings
+
+    svc = ServiceSettings.model_validate({
+        "provider": PROVIDER, "model": model, "api_key": api_key, "base_url": base_url, "timeout": timeout,
+        "options": dict(options or {}), "settings": dict(settings or {})})
+    if api_key is None and base_url is not None:
+        svc.options.setdefault("api_key_required", False)
+    return OpenAIProvider(service or PROVIDER, svc, http_client=http_client)
 
 
 def _map_message(message: ChatMessage) -> dict[str, Any]:
@@ -166,7 +196,8 @@ class OpenAIChatModel:
         self,
         model: str,
         *,
-        api_key: str,
+        connection: OpenAIProvider | None = None,
+        api_key: str | None = None,
         base_url: str | None = None,
         timeout: float | None = None,
         settings: dict[str, Any] | None = None,
@@ -174,22 +205,23 @@ class OpenAIChatModel:
         http_client: Any = None,
         service: str | None = None,
     ) -> None:
+        """`connection` (an OpenAIProvider) or, to build one, the keyword arguments."""
+        self.connection = connection or _provider(
+            service, model, api_key=api_key, base_url=base_url, timeout=timeout, options=options,
+            http_client=http_client, settings=settings)
+        svc = self.connection.settings
         self.model = model
-        self.service = service or PROVIDER
-        self._where = f"service {self.service!r} (provider {PROVIDER})"
-        self.base_url = base_url
-        self.default_settings = dict(settings or {})
-        self.options = dict(options or {})
-        mode = self.options.get("json_schema_mode", "json_schema")
-        if mode not in JSON_SCHEMA_MODES:
-            raise ConfigurationError(
-                f"{self._where}: options.json_schema_mode must be one of {', '.join(JSON_SCHEMA_MODES)}, not {mode!r}"
-            )
-        self.json_schema_mode: str = mode
+        self.service = self.connection.service
+        self._where = self.connection.where
+        self.base_url = svc.base_url
+        self.default_settings = dict(svc.settings)
+        self.options = dict(svc.options)
+        self.profile = self.connection.profile(model)
+        self.json_schema_mode: str = self.profile.structured_output
         self.stream_usage = bool(self.options.get("stream_usage", True))
-        self._secret = api_key
-        self._sdk = _sdk()
-        self.client = _client(api_key, base_url, timeout, http_client, self.options)
+        self._secret = self.connection.key
+        self._sdk = self.connection.sdk
+        self.client = self.connection.client
 
     def __repr__(self) -> str:
         return f"OpenAIChatModel(model={self.model!r}, base_url={self.base_url!r})"
@@ -202,27 +234,15 @@ class OpenAIChatModel:
             "messages": [_map_message(m) for m in request.messages],
         }
         settings = {**self.default_settings, **request.settings} if self.default_settings else request.settings
-        for key, value in settings.items():
-            if value is None:
-                continue
-            if key in PASSED_SETTINGS:
-                params[key] = value
-            elif key == "n":
-                if value != 1:
-                    raise ConfigurationError(
-                        f"{self._where}: setting n={value!r} is not supported"
-                        ":: the kernel asks for one answer per request"
-                    )
-            elif key == "extra_body":
-                if not isinstance(value, dict):
-                    raise ConfigurationError(f"{self._where}: setting extra_body must be a table")
-                params["extra_body"] = value
-            else:
-                raise ConfigurationError(
-                    f"{self._where}: unknown execution setting "
-                    f"{key!r}; supported: {', '.join(sorted(PASSED_SETTINGS))}, or pass "
-                    "server-specific parameters in extra_body"
-                )
+        passed, extra = self.profile.request_settings(settings, self.service)
+        n = passed.pop("n", 1)
+        if n != 1:
+            raise ConfigurationError(
+                f"{self._where}: setting n={n!r} is not supported: the kernel asks for one answer per request"
+            )
+        params.update(passed)
+        if extra:
+            params["extra_body"] = extra
         if request.tools:
             params["tools"] = [
                 {
@@ -336,7 +356,7 @@ class OpenAIChatModel:
         yield StreamEnd(finish, model)
 
     async def aclose(self) -> None:
-        await self.client.close()
+        await self.connection.aclose()
 
 
 class OpenAIEmbeddingModel:
@@ -348,18 +368,22 @@ class OpenAIEmbeddingModel:
         self,
         model: str = DEFAULT_EMBEDDING_MODEL,
         *,
-        api_key: str,
+        connection: OpenAIProvider | None = None,
+        api_key: str | None = None,
         base_url: str | None = None,
         timeout: float | None = None,
         options: dict[str, Any] | None = None,
         http_client: Any = None,
         service: str | None = None,
-        retry: RetrySettings | None = None,
     ) -> None:
+        """`connection` (an OpenAIProvider) or, to build one, the keyword arguments."""
+        self.connection = connection or _provider(
+            service, model, api_key=api_key, base_url=base_url, timeout=timeout, options=options,
+            http_client=http_client)
         self.model = model
-        self.service = service or PROVIDER
-        self._where = f"service {self.service!r} (provider {PROVIDER})"
-        self.options = dict(options or {})
+        self.service = self.connection.service
+        self._where = self.connection.where
+        self.options = dict(self.connection.settings.options)
         native = EMBEDDING_DIMENSIONS.get(model)
         dimension = self.options.get("dimension", native)
         if not isinstance(dimension, int) or dimension < 1:
@@ -374,31 +398,21 @@ class OpenAIEmbeddingModel:
         if not isinstance(batch, int) or batch < 1:
             raise ConfigurationError(f"{self._where}: options.batch_size must be a positive integer, not {batch!r}")
         self.batch_size = batch
-        self.retry = retry
-        self._secret = api_key
-        self._sdk = _sdk()
-        self.client = _client(api_key, base_url, timeout, http_client, self.options)
+        self._secret = self.connection.key
+        self._sdk = self.connection.sdk
+        self.client = self.connection.client
 
     async def _batch(self, texts: list[str]) -> list[list[float]]:
         kw: dict[str, Any] = {"model": self.model, "input": texts, "encoding_format": "float"}
         if self._send_dimensions:
             kw["dimensions"] = self.dimension
-        attempts = self.retry.max_attempts if self.retry else 1
-        for attempt in range(1, attempts + 1):
-            try:
-                response = await self.client.embeddings.create(**kw)
-                break
-            except Exception as exc:
-                error = map_exception(exc, self._sdk, provider=PROVIDER, model=self.model, secret=self._secret)
-                if error is None:
-                    raise
-                error.with_service(self.service)
-                if self.retry is None or not error.retryable or attempt == attempts:
-                    raise error from None
-                delay = backoff_delay(self.retry, attempt, error.retry_after)
-                if delay is None:  # the provider asks for longer than max_retry_after: give up now
-                    raise error from None
-                await asyncio.sleep(delay)
+        try:
+            response = await self.client.embeddings.create(**kw)
+        except Exception as exc:  # one call: the kernel's resilience layer owns retries
+            error = map_exception(exc, self._sdk, provider=PROVIDER, model=self.model, secret=self._secret)
+            if error is None:
+                raise
+            raise error.with_service(self.service) from None
         vectors = [list(item.embedding) for item in sorted(response.data, key=lambda d: d.index)]
         if len(vectors) != len(texts):
             raise ProviderError(
@@ -424,46 +438,24 @@ class OpenAIEmbeddingModel:
         return out
 
     async def aclose(self) -> None:
-        await self.client.close()
+        await self.connection.aclose()
 
 
-def resolve_key(name: str, svc: ServiceSettings) -> str:
-    """The API key of service `name`, a placeholder for a local server, or MissingSecretError."""
-    key = svc.secret(DEFAULT_KEY_ENV)
-    if key:
-        return key
-    required = svc.options.get("api_key_required", svc.base_url is None)
-    if required:
-        raise missing_key(name, PROVIDER, svc.api_key_env or DEFAULT_KEY_ENV)
-    return "not-needed"
-
-
-def chat_factory(name: str, svc: ServiceSettings, settings: KernelSettings) -> OpenAIChatModel:
+def chat_factory(
+    name: str, svc: ServiceSettings, settings: KernelSettings, *, http_client: Any = None
+) -> OpenAIChatModel:
     if not svc.model:
         raise ConfigurationError(
             f"service {name!r} (provider {PROVIDER}) needs a model: set `model` in [services.{name}]"
         )
-    return OpenAIChatModel(
-        svc.model,
-        api_key=resolve_key(name, svc),
-        base_url=svc.base_url,
-        timeout=svc.timeout,
-        settings=svc.settings,
-        options=svc.options,
-        service=name,
-    )
+    return OpenAIChatModel(svc.model, connection=OpenAIProvider(name, svc, http_client=http_client))
 
 
-def embedding_factory(name: str, svc: ServiceSettings, settings: KernelSettings) -> OpenAIEmbeddingModel:
-    return OpenAIEmbeddingModel(
-        svc.model or DEFAULT_EMBEDDING_MODEL,
-        api_key=resolve_key(name, svc),
-        base_url=svc.base_url,
-        timeout=svc.timeout,
-        options=svc.options,
-        service=name,
-        retry=svc.retry or settings.retry,
-    )
+def embedding_factory(
+    name: str, svc: ServiceSettings, settings: KernelSettings, *, http_client: Any = None
+) -> OpenAIEmbeddingModel:
+    return OpenAIEmbeddingModel(svc.model or DEFAULT_EMBEDDING_MODEL,
+                                connection=OpenAIProvider(name, svc, http_client=http_client))
 
 
 @hookimpl

@@ -22,10 +22,9 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from kernel.errors import ConfigurationError, ExtraNotInstalledError, MemoryError_
-from kernel.filters import parse_filter, to_postgres
+from kernel.errors import ConfigurationError, ExtraNotInstalledError, MemoryStoreError
 from kernel.hookspecs import hookimpl
-from kernel.memory_types import (
+from kernel.memory import (
     Filter,
     MemoryRecord,
     SearchHit,
@@ -33,7 +32,10 @@ from kernel.memory_types import (
     check_dimension,
     content_id,
     fuse_rrf,
+    parse_filter,
 )
+
+from ._postgres_filters import to_postgres
 
 if TYPE_CHECKING:
     from kernel.settings import KernelSettings, ServiceSettings
@@ -90,7 +92,7 @@ class PgVectorStore:
             try:
                 conn = await self._psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
             except self._psycopg.OperationalError as exc:
-                raise MemoryError_(f"cannot connect to PostgreSQL: {_safe(exc)}") from None
+                raise MemoryStoreError(f"cannot connect to PostgreSQL: {_safe(exc)}") from None
             async with conn:
                 await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
                 await conn.execute(
@@ -125,7 +127,7 @@ class PgVectorStore:
                     return await fn(conn)
             except self._psycopg.OperationalError as exc:
                 if attempt == 2:
-                    raise MemoryError_(f"PostgreSQL operation failed: {_safe(exc)}") from None
+                    raise MemoryStoreError(f"PostgreSQL operation failed: {_safe(exc)}") from None
                 await pool.check()  # drop broken connections, then retry once
         raise AssertionError("unreachable")
 
@@ -147,7 +149,7 @@ class PgVectorStore:
         dim = await self._dimension(conn, collection)
         if dim is None:
             names = await self._names(conn)
-            raise MemoryError_(
+            raise MemoryStoreError(
                 f"no collection named {collection!r} in PostgreSQL; existing: {', '.join(names) or 'none'}"
             )
         return dim
@@ -202,7 +204,7 @@ class PgVectorStore:
     async def create_collection(self, name: str, dimension: int) -> None:
         check_collection_name(name)
         if not isinstance(dimension, int) or dimension < 1:
-            raise MemoryError_(f"collection {name!r}: dimension must be a positive integer")
+            raise MemoryStoreError(f"collection {name!r}: dimension must be a positive integer")
         await self._run(lambda conn: self._create(conn, name, dimension))
 
     async def list_collections(self) -> list[str]:
@@ -230,7 +232,7 @@ class PgVectorStore:
         vectors = []
         for rec in records:
             if rec.vector is None:
-                raise MemoryError_(f"record {rec.id!r} in collection {collection!r} has no vector")
+                raise MemoryStoreError(f"record {rec.id!r} in collection {collection!r} has no vector")
             vectors.append(np.asarray(rec.vector, dtype=np.float32).reshape(-1))
         Jsonb = self._psycopg.types.json.Jsonb
 
@@ -259,7 +261,7 @@ class PgVectorStore:
         try:
             return await self._run(work)
         except self._psycopg.errors.DataError as exc:
-            raise MemoryError_(f"upsert into collection {collection!r} failed: {_safe(exc)}") from None
+            raise MemoryStoreError(f"upsert into collection {collection!r} failed: {_safe(exc)}") from None
 
     async def get(self, collection: str, ids: Sequence[str]) -> list[MemoryRecord]:
         ids = list(ids)

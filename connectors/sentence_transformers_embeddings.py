@@ -118,7 +118,7 @@ class SentenceTransformerEmbeddings:
             try:  # no download bars on stderr (the CLI draws its own progress)
                 from transformers.utils import logging as hf_logging
 
-                hf_logging.disable_progress_bar()
+                hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call,unused-ignore]
             except ImportError:  # pragma: no cover - transformers comes with sentence_transformers
                 pass
             try:

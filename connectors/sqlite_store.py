@@ -31,14 +31,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     import numpy as np
 else:
-    from kernel._lazy import LazyModule
+    from ._lazy import LazyModule
 
     np = LazyModule("numpy")  # numpy loads on the first search, not when the kernel starts
 
-from kernel.errors import ConfigurationError, MemoryError_
-from kernel.filters import matches, parse_filter
+from kernel.errors import ConfigurationError, MemoryStoreError
 from kernel.hookspecs import hookimpl
-from kernel.memory_types import (
+from kernel.memory import (
     Filter,
     MemoryRecord,
     SearchHit,
@@ -46,6 +45,8 @@ from kernel.memory_types import (
     check_dimension,
     content_id,
     fuse_rrf,
+    matches,
+    parse_filter,
 )
 
 if TYPE_CHECKING:
@@ -139,7 +140,7 @@ class SQLiteVectorStore:
     def _locked(self, fn: Callable[..., T], *args: Any) -> T:
         with self._lock:
             if self._conn is None:
-                raise MemoryError_(f"SQLite store {self.path} is closed")
+                raise MemoryStoreError(f"SQLite store {self.path} is closed")
             version = self._read_data_version()
             if version != self._data_version:  # another process committed
                 self._cache.clear()
@@ -172,7 +173,7 @@ class SQLiteVectorStore:
         check_collection_name(collection)
         dim = self._dimension(collection)
         if dim is None:
-            raise MemoryError_(
+            raise MemoryStoreError(
                 f"no collection named {collection!r} in {self.path}; "
                 f"existing: {', '.join(self._list()) or 'none'}"
             )
@@ -224,7 +225,7 @@ class SQLiteVectorStore:
     def _create_collection(self, name: str, dimension: int) -> None:
         check_collection_name(name)
         if not isinstance(dimension, int) or dimension < 1:
-            raise MemoryError_(f"collection {name!r}: dimension must be a positive integer")
+            raise MemoryStoreError(f"collection {name!r}: dimension must be a positive integer")
         existing = self._dimension(name)
         if existing is not None:
             check_dimension(name, existing, dimension)
@@ -267,19 +268,19 @@ class SQLiteVectorStore:
         rows = []
         for rec in records:  # validate everything before writing anything
             if rec.vector is None:
-                raise MemoryError_(f"record {rec.id!r} in collection {collection!r} has no vector")
+                raise MemoryStoreError(f"record {rec.id!r} in collection {collection!r} has no vector")
             vec = np.asarray(rec.vector, dtype=np.float32).reshape(-1)
             if dim is None:
                 dim = len(vec)
             check_dimension(collection, dim, len(vec), rec.id)
             if not np.all(np.isfinite(vec)):
-                raise MemoryError_(
+                raise MemoryStoreError(
                     f"record {rec.id!r} in collection {collection!r}: non-finite vector"
                 )
             try:
                 meta = json.dumps(rec.metadata, ensure_ascii=False, sort_keys=True)
             except (TypeError, ValueError) as exc:
-                raise MemoryError_(
+                raise MemoryStoreError(
                     f"record {rec.id!r} in collection {collection!r}: metadata is not JSON: {exc}"
                 ) from None
             rows.append((collection, rec.id or content_id(rec.text), rec.text, vec.tobytes(), meta))

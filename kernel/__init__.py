@@ -1,48 +1,70 @@
 """orchestration-kernel: a small, fast, safe plugin-based LLM orchestration kernel.
 
-Importing this package loads no provider SDK; connectors import theirs when a service of
-that provider is first used.
+Importing this package loads no provider SDK, and no template engine, configuration or
+logging library either: every public name below is imported from its module when first
+used. The layout (centre and wings, and what may import what) is in ARCHITECTURE.md.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from . import _compat
+from ._exports import lazy_exports as _lazy_exports
 
 if TYPE_CHECKING:  # the real imports, for type checkers; at run time names load on first use
-    from .chat_history import ChatHistory
+    from ._plugin_host import PluginFailure
+    from .chat import ChatHistory, ChatResult
     from .contents import (
         ChatMessage,
         ChatRequest,
         ChatResponse,
         FinalMessage,
+        KernelStreamEvent,
+        StreamEnd,
+        StreamEvent,
         TextDelta,
         ToolCall,
+        ToolCallDelta,
         ToolCallFinished,
         ToolCallStarted,
         ToolChoice,
         ToolResult,
         ToolSpec,
         Usage,
+        UsageEvent,
     )
     from .errors import (
         ApprovalDeniedError,
         ArgumentError,
         ConfigurationError,
         DeadlineExceededError,
+        DuplicateNameError,
+        ExtraNotInstalledError,
+        FilterError,
         FunctionNotFoundError,
+        FunctionTimeoutError,
         InvocationError,
         KernelError,
+        MemoryStoreError,
+        MissingSecretError,
         PlanError,
         PlanExecutionError,
         PlanValidationError,
         PluginError,
         PluginLoadError,
+        Problem,
+        ProviderConnectionError,
         ProviderError,
+        ProviderStatusError,
+        ProviderTimeoutError,
         RecursionLimitError,
         SandboxViolationError,
         ServiceError,
+        ServiceNotFoundError,
         TemplateError,
         TemplateRenderError,
+        TemplateSyntaxError,
         ToolLoopError,
     )
     from .functions import (
@@ -53,28 +75,36 @@ if TYPE_CHECKING:  # the real imports, for type checkers; at run time names load
         NativeFunction,
         kernel_function,
     )
-    from .hookspecs import hookimpl
+    from .hookspecs import ChatModel, ConnectorFactory, EmbeddingModel, VectorStore, hookimpl
     from .kernel import Kernel
-    from .plan import Plan
-    from .planner import PlanRun
-    from .prompt_function import InputVariable, PromptFunction
-    from .settings import KernelSettings, ServiceSettings, ToolLoopSettings
-    from .testing import ScriptedChatModel
-    from .tool_calls import ChatResult
+    from .memory import MemoryRecord, SearchHit, SemanticMemory
+    from .middleware import FunctionContext, PromptContext, ToolCallContext
+    from .planning import Plan, PlanRun
+    from .prompts import InputVariable, PromptFunction, trusted
+    from .settings import KernelSettings, RetrySettings, ServiceSettings, ToolLoopSettings
+    from .testing import ScriptedChatModel, error_reply, json_reply, tool_call, tool_calls
 
 __all__ = [
     "ApprovalDeniedError",
     "ArgumentError",
     "ChatHistory",
     "ChatMessage",
+    "ChatModel",
     "ChatRequest",
     "ChatResponse",
     "ChatResult",
     "ConfigurationError",
+    "ConnectorFactory",
     "DeadlineExceededError",
+    "DuplicateNameError",
+    "EmbeddingModel",
+    "ExtraNotInstalledError",
+    "FilterError",
     "FinalMessage",
+    "FunctionContext",
     "FunctionNotFoundError",
     "FunctionResult",
+    "FunctionTimeoutError",
     "InputVariable",
     "InvocationError",
     "Kernel",
@@ -83,6 +113,10 @@ __all__ = [
     "KernelFunction",
     "KernelPlugin",
     "KernelSettings",
+    "KernelStreamEvent",
+    "MemoryRecord",
+    "MemoryStoreError",
+    "MissingSecretError",
     "NativeFunction",
     "Plan",
     "PlanError",
@@ -90,18 +124,33 @@ __all__ = [
     "PlanRun",
     "PlanValidationError",
     "PluginError",
+    "PluginFailure",
     "PluginLoadError",
+    "Problem",
+    "PromptContext",
     "PromptFunction",
+    "ProviderConnectionError",
     "ProviderError",
+    "ProviderStatusError",
+    "ProviderTimeoutError",
     "RecursionLimitError",
+    "RetrySettings",
     "SandboxViolationError",
     "ScriptedChatModel",
+    "SearchHit",
+    "SemanticMemory",
     "ServiceError",
+    "ServiceNotFoundError",
     "ServiceSettings",
+    "StreamEnd",
+    "StreamEvent",
     "TemplateError",
     "TemplateRenderError",
+    "TemplateSyntaxError",
     "TextDelta",
     "ToolCall",
+    "ToolCallContext",
+    "ToolCallDelta",
     "ToolCallFinished",
     "ToolCallStarted",
     "ToolChoice",
@@ -110,76 +159,45 @@ __all__ = [
     "ToolResult",
     "ToolSpec",
     "Usage",
+    "UsageEvent",
+    "VectorStore",
+    "error_reply",
     "hookimpl",
+    "json_reply",
     "kernel_function",
+    "tool_call",
+    "tool_calls",
+    "trusted",
 ]
 
-
-# Where each public name lives. `import kernel` stays cheap: jinja2 (templates), pluggy
-# (hooks), pydantic-settings (configuration) and structlog load when first needed.
-_LOCATIONS: dict[str, str] = {
-    "ApprovalDeniedError": "errors",
-    "ArgumentError": "errors",
-    "ChatHistory": "chat_history",
-    "ChatMessage": "contents",
-    "ChatRequest": "contents",
-    "ChatResponse": "contents",
-    "ChatResult": "tool_calls",
-    "ConfigurationError": "errors",
-    "DeadlineExceededError": "errors",
-    "FinalMessage": "contents",
-    "FunctionNotFoundError": "errors",
-    "FunctionResult": "functions",
-    "InputVariable": "prompt_function",
-    "InvocationError": "errors",
+_LOCATIONS: dict[str, str] = {  # where each public name lives
+    "PluginFailure": "_plugin_host",
+    **dict.fromkeys(("ChatHistory", "ChatResult"), "chat"),
+    **dict.fromkeys((
+        "ChatMessage", "ChatRequest", "ChatResponse", "FinalMessage", "KernelStreamEvent", "StreamEnd", "StreamEvent",
+        "TextDelta", "ToolCall", "ToolCallDelta", "ToolCallFinished", "ToolCallStarted", "ToolChoice", "ToolResult",
+        "ToolSpec", "Usage", "UsageEvent",
+    ), "contents"),
+    **dict.fromkeys((
+        "ApprovalDeniedError", "ArgumentError", "ConfigurationError", "DeadlineExceededError", "DuplicateNameError",
+        "ExtraNotInstalledError", "FilterError", "FunctionNotFoundError", "FunctionTimeoutError", "InvocationError",
+        "KernelError", "MemoryStoreError", "MissingSecretError", "PlanError", "PlanExecutionError",
+        "PlanValidationError", "PluginError", "PluginLoadError", "Problem", "ProviderConnectionError",
+        "ProviderError", "ProviderStatusError", "ProviderTimeoutError", "RecursionLimitError",
+        "SandboxViolationError", "ServiceError", "ServiceNotFoundError", "TemplateError", "TemplateRenderError",
+        "TemplateSyntaxError", "ToolLoopError",
+    ), "errors"),
+    **dict.fromkeys((
+        "FunctionResult", "KernelArguments", "KernelFunction", "KernelPlugin", "NativeFunction", "kernel_function",
+    ), "functions"),
+    **dict.fromkeys(("ChatModel", "ConnectorFactory", "EmbeddingModel", "VectorStore", "hookimpl"), "hookspecs"),
     "Kernel": "kernel",
-    "KernelArguments": "functions",
-    "KernelError": "errors",
-    "KernelFunction": "functions",
-    "KernelPlugin": "functions",
-    "KernelSettings": "settings",
-    "NativeFunction": "functions",
-    "Plan": "plan",
-    "PlanError": "errors",
-    "PlanExecutionError": "errors",
-    "PlanRun": "planner",
-    "PlanValidationError": "errors",
-    "PluginError": "errors",
-    "PluginLoadError": "errors",
-    "PromptFunction": "prompt_function",
-    "ProviderError": "errors",
-    "RecursionLimitError": "errors",
-    "SandboxViolationError": "errors",
-    "ScriptedChatModel": "testing",
-    "ServiceError": "errors",
-    "ServiceSettings": "settings",
-    "TemplateError": "errors",
-    "TemplateRenderError": "errors",
-    "TextDelta": "contents",
-    "ToolCall": "contents",
-    "ToolCallFinished": "contents",
-    "ToolCallStarted": "contents",
-    "ToolChoice": "contents",
-    "ToolLoopError": "errors",
-    "ToolLoopSettings": "settings",
-    "ToolResult": "contents",
-    "ToolSpec": "contents",
-    "Usage": "contents",
-    "hookimpl": "hookspecs",
-    "kernel_function": "functions",
+    **dict.fromkeys(("MemoryRecord", "SearchHit", "SemanticMemory"), "memory"),
+    **dict.fromkeys(("FunctionContext", "PromptContext", "ToolCallContext"), "middleware"),
+    **dict.fromkeys(("Plan", "PlanRun"), "planning"),
+    **dict.fromkeys(("InputVariable", "PromptFunction", "trusted"), "prompts"),
+    **dict.fromkeys(("KernelSettings", "RetrySettings", "ServiceSettings", "ToolLoopSettings"), "settings"),
+    **dict.fromkeys(("ScriptedChatModel", "error_reply", "json_reply", "tool_call", "tool_calls"), "testing"),
 }
-
-
-def __getattr__(name: str) -> Any:
-    module = _LOCATIONS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kernel' has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = _lazy_exports(__name__, _LOCATIONS, globals())
+_compat.install()

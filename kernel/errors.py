@@ -32,7 +32,7 @@ contain secrets.
     ├── PlanError
     │   ├── PlanValidationError
     │   └── PlanExecutionError
-    └── MemoryError_
+    └── MemoryStoreError             (a vector store or memory operation failed)
         └── FilterError
 """
 
@@ -246,9 +246,9 @@ class PlanExecutionError(PlanError):
         super().__init__(f"plan step {step_id!r} failed: {reason}")
 
 
-class MemoryError_(KernelError):
+class MemoryStoreError(KernelError):
     """A vector store or memory operation failed."""
 
 
-class FilterError(MemoryError_, ValueError):
+class FilterError(MemoryStoreError, ValueError):
     """A metadata filter is malformed: unknown field, operator, or value type."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import (
     TYPE_CHECKING,
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
     from pydantic.fields import FieldInfo
 
+    from .contents import KernelStreamEvent
     from .kernel import Kernel
 
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -114,6 +115,8 @@ class KernelFunction(ABC):
     needs_approval: bool = False
     concurrency: Concurrency = "parallel"
     timeout: float | None = None
+    streams: bool = False
+    """True when `stream()` yields the answer as it is produced (prompt functions)."""
 
     _arguments_model: type[BaseModel] | None
     _parameters: list[ParameterInfo]
@@ -190,12 +193,20 @@ class KernelFunction(ABC):
             validated = model.__pydantic_validator__.validate_python(arguments)
         except ValueError as exc:  # pydantic's ValidationError (a ValueError subclass)
             raise argument_error_from(self.fully_qualified_name, exc) from None
-        return validated.__dict__
+        fields: dict[str, Any] = validated.__dict__
+        return fields
 
     @abstractmethod
     async def run(self, kernel: Kernel, arguments: dict[str, Any]) -> Any:
         """Run with validated arguments; return the value (prompt functions return a
         FunctionResult-ready value and report usage through the kernel)."""
+
+    def stream(
+        self, kernel: Kernel, arguments: dict[str, Any], overrides: Mapping[str, Any] | None = None
+    ) -> AsyncIterator[KernelStreamEvent]:
+        """Stream with validated arguments (only when `streams` is true; the kernel turns
+        other functions' results into one delta)."""
+        raise NotImplementedError(f"{self.fully_qualified_name} does not stream")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.fully_qualified_name}>"

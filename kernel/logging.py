@@ -1,4 +1,4 @@
-"""structlog configuration and secret redaction.
+"""Logging: secret redaction on every event, and an opt-in structlog configuration.
 
 Every log line passes through `redact`, which masks values of secret-looking keys
 (`api_key`, `authorization`, `token`, ...), every secret value the kernel knows of (keys
@@ -85,52 +85,43 @@ def _format_exc_redacted(_logger: Any, _method: str, event_dict: MutableMapping[
     return event_dict
 
 
-# stdlib logging's numeric levels (structlog's filtering loggers take them), without
-# importing `logging`: structlog itself is imported on the first configure().
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
-_configured = False
+_explicit = False
+_generation = 0  # bumped by configure(): loggers made before it are made again
 INFO_ENABLED = False
 """Whether the kernel's info events are emitted: hot paths test it before building an event."""
 
 
-_explicit = False
+def refresh() -> None:
+    """Re-read whether info events would be emitted (called when a kernel is built).
 
-
-_pending: tuple[str, str] | None = None
-
-
-def configure_default(level: str = "warning", fmt: str = "console") -> None:
-    """Called by every `Kernel()`: configure structlog from the kernel's settings unless
-    the application configured it (itself, or through `configure`). structlog itself is
-    imported and configured on the first log event, not here."""
-    global INFO_ENABLED, _pending
+    The kernel never configures logging by itself: after `configure()` (the CLI does it) its
+    level decides; when the application configured structlog, events go through its
+    pipeline; otherwise they go to the standard library logger `kernel...`, where the
+    application's `logging` configuration (or Python's default: warnings to stderr) decides.
+    """
+    global INFO_ENABLED
     register_secrets(os.environ.get(name) for name in _PROVIDER_KEY_ENV)
     if _explicit:
         return
     structlog = sys.modules.get("structlog")
-    if structlog is not None and structlog.is_configured() and not _configured:
+    if structlog is not None and structlog.is_configured():
         INFO_ENABLED = True  # the application's own configuration decides what is emitted
         return
-    if _configured:
-        _configure(level, fmt, None)
-    else:
-        _pending = (level, fmt)
-        INFO_ENABLED = _LEVELS.get(level, 30) <= _LEVELS["info"]
+    import logging
+
+    INFO_ENABLED = logging.getLogger("kernel").isEnabledFor(logging.INFO)
 
 
 def configure(level: str = "warning", fmt: str = "console", stream: Any = None) -> None:
-    """Configure structlog for the kernel explicitly; later `Kernel()`s leave it alone.
-    An application may configure structlog itself instead, but should keep `redact` in
-    its processors."""
-    global _explicit
-    _explicit = True
-    _configure(level, fmt, stream)
-
-
-def _configure(level: str, fmt: str, stream: Any) -> None:
-    global _configured, INFO_ENABLED
+    """Configure structlog globally for the kernel's output (the CLI and the samples call
+    this; a library embedding the kernel need not). An application may configure
+    structlog itself instead: the kernel's events then pass `redact` before its processors."""
+    global _explicit, INFO_ENABLED, _generation
     import structlog
 
+    _explicit = True
+    _generation += 1
     register_secrets(os.environ.get(name) for name in _PROVIDER_KEY_ENV)
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -152,33 +143,49 @@ def _configure(level: str, fmt: str, stream: Any) -> None:
         logger_factory=lambda *_: structlog.PrintLogger(stream if stream is not None else sys.stderr),
         cache_logger_on_first_use=False,
     )
-    _configured = True
     INFO_ENABLED = _LEVELS.get(level, 30) <= _LEVELS["info"]
 
 
 def get_logger(name: str = "kernel") -> Any:
-    global _pending
+    """A structlog logger for `name` whose events are always redacted first.
+
+    With structlog configured (by `configure()` or by the application) the events go
+    through that configuration; otherwise to the standard library logger `name`."""
     import structlog
 
-    if not _configured and not _explicit and not structlog.is_configured():
-        level, fmt = _pending or ("warning", "console")
-        _pending = None
-        _configure(level, fmt, None)
+    if structlog.is_configured():
+        processors = structlog.get_config()["processors"]
+        if redact not in processors:
+            return structlog.wrap_logger(None, processors=[redact, *processors], logger_factory_args=(name,))
+        return structlog.get_logger(name)
+    import logging
 
-    return structlog.get_logger(name)
+    return structlog.wrap_logger(
+        logging.getLogger(name),
+        processors=[
+            structlog.processors.add_log_level,
+            redact,
+            structlog.processors.format_exc_info,
+            _format_exc_redacted,
+            structlog.processors.KeyValueRenderer(key_order=["event"], drop_missing=True),
+        ],
+        wrapper_class=structlog.stdlib.BoundLogger,
+    )
 
 
 class LazyLogger:
-    """A logger that configures and imports structlog on its first use, so that a module
-    can hold one at import time without paying for structlog."""
+    """A logger that imports structlog on its first use, so that a module can hold one at
+    import time without paying for structlog."""
 
-    __slots__ = ("_logger", "_name")
+    __slots__ = ("_generation", "_logger", "_name")
 
     def __init__(self, name: str) -> None:
         self._name = name
         self._logger: Any = None
+        self._generation = -1
 
     def __getattr__(self, method: str) -> Any:
-        if self._logger is None:
+        if self._logger is None or self._generation != _generation:
             self._logger = get_logger(self._name)
+            self._generation = _generation
         return getattr(self._logger, method)

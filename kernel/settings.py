@@ -182,7 +182,8 @@ class KernelSettings(BaseSettings):
                 raise ConfigurationError(f"{path}: not UTF-8 text: {exc}") from None
         bound = type(cls.__name__, (cls,), {"_config_file": path, "__module__": cls.__module__})
         try:
-            return bound(**overrides)
+            settings: KernelSettings = bound(**overrides)
+            return settings
         except ValidationError as exc:
             origin = str(path) if path else "environment"
             problems = "; ".join(

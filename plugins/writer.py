@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from kernel.errors import ArgumentError, InvocationError
 from kernel.functions import kernel_function
 from kernel.kernel import Kernel
-from kernel.prompt_function import InputVariable, PromptFunction
+from kernel.prompts import InputVariable, PromptFunction
 
 PLUGIN = "writer"
 
@@ -32,52 +32,10 @@ CLASSIFY = """\
 {% endfor %}</message>
 <message role="user">{{ text }}</message>"""
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,),
-    "integer": (int,),
-    "number": (int, float),
-    "boolean": (bool,),
-    "array": (list,),
-    "object": (dict,),
-    "null": (type(None),),
-}
-
 
 def prompt_folder() -> Path:
     """The folder of this plugin's prompt files (summarize, translate)."""
     return Path(__file__).parent / "prompts" / PLUGIN
-
-
-def _type_ok(value: Any, expected: Any) -> bool:
-    kinds = expected if isinstance(expected, list) else [expected]
-    for kind in kinds:
-        types = _TYPES.get(kind)
-        if types is None:
-            return True  # a type we do not check
-        if isinstance(value, types) and not (kind in ("integer", "number") and isinstance(value, bool)):
-            return True
-    return False
-
-
-def check_against_schema(value: Any, schema: dict[str, Any], where: str) -> None:
-    """The checks that matter for extraction: top-level type, required keys, property types."""
-    if "type" in schema and not _type_ok(value, schema["type"]):
-        raise InvocationError(
-            f"{where}: the model returned {type(value).__name__}, the schema asks for {schema['type']}"
-        )
-    if not isinstance(value, dict):
-        return
-    missing = [key for key in schema.get("required", []) if key not in value]
-    if missing:
-        raise InvocationError(f"{where}: the model's JSON lacks required field(s) {', '.join(missing)}")
-    for key, prop in schema.get("properties", {}).items():
-        if key in value and value[key] is not None and isinstance(prop, dict) and "type" in prop:
-            if not _type_ok(value[key], prop["type"]):
-                raise InvocationError(
-                    f"{where}: field {key!r} is {type(value[key]).__name__}, the schema asks for {prop['type']}"
-                )
-            if "enum" in prop and value[key] not in prop["enum"]:
-                raise InvocationError(f"{where}: field {key!r} is {value[key]!r}, not one of {prop['enum']}")
 
 
 @kernel_function
@@ -97,8 +55,8 @@ async def extract_json(
         output_schema=schema,
         execution_settings={"default": {"max_tokens": 512, "temperature": 0.0}},
     )
+    # The kernel checks the answer against the schema (with one repair turn).
     result = await kernel.invoke(fn, text=text, schema_text=json.dumps(schema, ensure_ascii=False))
-    check_against_schema(result.value, schema, "writer.extract_json")
     return result.value  # type: ignore[no-any-return]
 
 
@@ -125,6 +83,7 @@ async def classify(
         output_schema=schema,
         input_variables=[InputVariable("labels", type="array"), InputVariable("text")],
         execution_settings={"default": {"max_tokens": 32, "temperature": 0.0}},
+        check_output=False,  # near answers ("Question", "it is a question.") are mapped below
     )
     result = await kernel.invoke(fn, text=text, labels=choices)
     answer = result.value.get("label") if isinstance(result.value, dict) else result.value

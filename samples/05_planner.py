@@ -17,8 +17,7 @@ from typing import Any
 
 from kernel import Kernel
 from kernel.errors import PlanValidationError
-from kernel.plan import Plan
-from kernel.planner import execute_plan
+from kernel.planning import Plan, execute_plan
 
 GOAL = "Summarize the text in at most 20 words, then count the words of the summary and of the text."
 TEXT = (

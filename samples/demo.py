@@ -25,8 +25,7 @@ if __package__ in (None, ""):  # `python samples/demo.py` from a checkout: make 
 
 from kernel import Kernel, PromptFunction
 from kernel.memory import SemanticMemory, reference
-from kernel.plan import Plan
-from kernel.planner import execute_plan
+from kernel.planning import Plan, execute_plan
 
 DOCS = Path(__file__).parent / "data" / "docs"
 COLLECTION = "demo"

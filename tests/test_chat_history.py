@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernel.chat_history import ChatHistory, approx_tokens, message_tokens
+from kernel.chat.history import ChatHistory, approx_tokens, message_tokens
 from kernel.contents import ChatMessage, ToolCall, ToolResult
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernel.chunking import TOKEN_RE, split_text
+from kernel.memory.chunking import TOKEN_RE, split_text
 
 MD = """Intro line before any heading.
 

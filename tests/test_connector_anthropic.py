@@ -24,8 +24,8 @@ from kernel.contents import (
     UsageEvent,
 )
 from kernel.errors import MissingSecretError, ProviderStatusError
-from kernel.resilience import ResilientChatModel
 from kernel.services import ServiceRegistry
+from kernel.services.resilience import ResilientChatModel
 from kernel.settings import KernelSettings, ServiceSettings
 
 SECRET = "sk-ant-test-SECRET-987654321"

@@ -240,10 +240,12 @@ async def test_embeddings_batching_and_dimension() -> None:
 
 
 async def test_embeddings_give_up_at_once_on_a_retry_after_beyond_the_cap() -> None:
-    """As for chat: a provider asking to wait longer than max_retry_after ends the call
-    now instead of sleeping the capped time."""
+    """Embeddings go through the kernel's resilience layer, as chat does: a provider asking
+    to wait longer than max_retry_after ends the call now instead of sleeping. The HTTP
+    client is injected into the *configured* service, which keeps its retry settings."""
     import time
 
+    from kernel import Kernel
     from kernel.errors import ProviderStatusError
     from kernel.settings import RetrySettings
 
@@ -254,13 +256,14 @@ async def test_embeddings_give_up_at_once_on_a_retry_after_beyond_the_cap() -> N
         return httpx2.Response(429, headers={"retry-after": "3600"},
                                json={"error": {"message": "slow down", "type": "rate_limit"}})
 
-    embedder = OpenAIEmbeddingModel(
-        "my-embedder", api_key="sk-test", options={"dimension": 3},
-        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(handler)),
-        retry=RetrySettings(max_attempts=3, max_retry_after=5.0),
-    )
+    settings = KernelSettings(services={"vectors": ServiceSettings(
+        provider="openai", kind="embedding", model="my-embedder", api_key="sk-test", options={"dimension": 3},
+        retry=RetrySettings(max_attempts=3, max_retry_after=5.0))})
+    kernel = Kernel(settings, load_entry_points=False,
+                    http_clients={"vectors": httpx2.AsyncClient(transport=httpx2.MockTransport(handler))})
     start = time.monotonic()
     with pytest.raises(ProviderStatusError) as info:
-        await embedder.embed(["a"])
-    assert info.value.status_code == 429
+        await kernel.services.embedding("vectors").embed(["a"])
+    assert info.value.status_code == 429 and info.value.service == "vectors"
     assert len(calls) == 1 and time.monotonic() - start < 2.0
+    await kernel.aclose()

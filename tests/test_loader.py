@@ -11,7 +11,7 @@ import pytest
 from kernel import Kernel, KernelSettings, PluginLoadError, PromptFunction
 from kernel.errors import ArgumentError
 from kernel.functions import NativeFunction
-from kernel.loader import MAX_FILE_BYTES, load_plugins, parse_front_matter
+from kernel.plugin_folders import MAX_FILE_BYTES, load_plugins, parse_front_matter
 from kernel.testing import ScriptedChatModel, json_reply
 
 DATA = Path(__file__).parent / "data" / "plugins"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from connectors._postgres_filters import to_postgres
 from kernel.errors import FilterError
-from kernel.filters import parse_expression, parse_expressions, parse_filter, to_dict, to_postgres
-from kernel.memory_types import And, Condition, Or
+from kernel.memory import And, Condition, Or, parse_expression, parse_expressions, parse_filter, to_dict
 
 
 @pytest.mark.parametrize(

@@ -8,13 +8,13 @@ import math
 import shutil
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from connectors.sentence_transformers_embeddings import SentenceTransformerEmbeddings
 from connectors.sqlite_store import SQLiteVectorStore
-from kernel.memory import Document, IngestProgress, MemoryPlugin, SemanticMemory, format_hits
-from kernel.memory_types import MemoryRecord, SearchHit
+from kernel.memory import Document, IngestProgress, MemoryPlugin, MemoryRecord, SearchHit, SemanticMemory, format_hits
 
 DOCS = Path(__file__).resolve().parents[1] / "samples" / "data" / "docs"
 
@@ -180,42 +180,31 @@ async def test_recall_through_the_kernel(tmp_path: Path, minilm: SentenceTransfo
         await kernel.services.aclose()
 
 
-async def test_cli_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import argparse
+def test_cli_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The memory commands through the real CLI entry point, with and without --json."""
     import json
 
-    from kernel import Kernel, KernelSettings
-    from kernel.cli_memory import register
+    from kernel.cli import main
 
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true")
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command"), [common])
-    kernel = Kernel(settings=KernelSettings(), load_entry_points=False)
-    kernel.services.add_service("hash", HashingEmbedder(), kind="embedding")
-    kernel.services.add_service("mem", SQLiteVectorStore(tmp_path / "cli.db"), kind="memory")
+    def configure(kernel: Any) -> None:
+        kernel.services.add_service("hash", HashingEmbedder(), kind="embedding")
+        kernel.services.add_service("mem", SQLiteVectorStore(tmp_path / "cli.db"), kind="memory")
 
-    async def run(*argv: str) -> str:
-        args = parser.parse_args(argv)
-        assert await args.handler(args, kernel) == 0
+    def run(*argv: str) -> str:
+        assert main(list(argv), configure=configure) == 0, capsys.readouterr().err
         return capsys.readouterr().out
 
-    try:
-        report = json.loads(await run("memory", "ingest", str(DOCS), "-c", "docs", "--chunk-size", "300", "--json"))
-        assert report["files"] == 3 and report["added"] == report["chunks"] > 0
-        hits = json.loads(await run("memory", "search", "tomato soup", "-c", "docs", "-k", "2", "--json"))
-        assert hits[0]["reference"] == "cooking.txt" and hits[0]["rank"] == 1
-        only_faq = json.loads(
-            await run("memory", "search", "tomato soup", "-k", "9", "--filter", "source=faq.md", "--json")
-        )
-        assert only_faq and {h["metadata"]["source"] for h in only_faq} == {"faq.md"}
-        text = await run("memory", "search", "pgvector", "--mode", "keyword", "-k", "1")
-        assert text.startswith("[1] ")
-        assert json.loads(await run("memory", "collections", "--json")) == [
-            {"name": "docs", "count": report["chunks"]}
-        ]
-    finally:
-        await kernel.services.aclose()
+    report = json.loads(run("memory", "ingest", str(DOCS), "-c", "docs", "--chunk-size", "300", "--json"))
+    assert report["files"] == 3 and report["added"] == report["chunks"] > 0
+    assert "3 file" in run("memory", "ingest", str(DOCS), "-c", "docs", "--chunk-size", "300")
+    hits = json.loads(run("memory", "search", "tomato soup", "-c", "docs", "-k", "2", "--json"))
+    assert hits[0]["reference"] == "cooking.txt" and hits[0]["rank"] == 1
+    only_faq = json.loads(run("memory", "search", "tomato soup", "-k", "9", "--filter", "source=faq.md", "--json"))
+    assert only_faq and {h["metadata"]["source"] for h in only_faq} == {"faq.md"}
+    text = run("memory", "search", "pgvector", "--mode", "keyword", "-k", "1")
+    assert text.startswith("[1] ")
+    assert json.loads(run("memory", "collections", "--json")) == [{"name": "docs", "count": report["chunks"]}]
+    assert "docs" in run("memory", "collections")
 
 
 async def test_same_file_names_in_two_folders_stay_apart(tmp_path: Path, store: SQLiteVectorStore) -> None:
@@ -232,12 +221,12 @@ async def test_same_file_names_in_two_folders_stay_apart(tmp_path: Path, store: 
 
 
 async def test_two_files_with_one_source_are_refused(tmp_path: Path, store: SQLiteVectorStore) -> None:
-    from kernel.errors import MemoryError_
+    from kernel.errors import MemoryStoreError
 
     for parent in ("x", "y"):
         (tmp_path / parent / "docs").mkdir(parents=True)
         (tmp_path / parent / "docs" / "a.md").write_text(f"# A\n\nfrom {parent}\n", encoding="utf-8")
     memory = SemanticMemory(HashingEmbedder(), store)
-    with pytest.raises(MemoryError_, match=r"would both be stored as source 'docs/a\.md'"):
+    with pytest.raises(MemoryStoreError, match=r"would both be stored as source 'docs/a\.md'"):
         await memory.ingest([tmp_path / "x" / "docs", tmp_path / "y" / "docs"], "docs")
     assert "docs" not in await store.list_collections() or await store.count("docs") == 0

@@ -15,9 +15,8 @@ import pytest
 
 from connectors.pgvector_store import PgVectorStore
 from connectors.sqlite_store import SQLiteVectorStore
-from kernel.errors import FilterError, MemoryError_
-from kernel.filters import matches, parse_filter
-from kernel.memory_types import MemoryRecord
+from kernel.errors import FilterError, MemoryStoreError
+from kernel.memory import MemoryRecord, matches, parse_filter
 
 pytestmark = pytest.mark.asyncio
 
@@ -51,17 +50,17 @@ async def test_collections_lifecycle(store: Any, name: str) -> None:
     await store.create_collection(name, 3)
     assert name in await store.list_collections()
     await store.create_collection(name, 3)  # same dimension: no-op
-    with pytest.raises(MemoryError_, match=rf"{name}.*3.*got 4"):
+    with pytest.raises(MemoryStoreError, match=rf"{name}.*3.*got 4"):
         await store.create_collection(name, 4)
     assert await store.count(name) == 0
     await store.delete_collection(name)
     assert name not in await store.list_collections()
-    with pytest.raises(MemoryError_, match=name):
+    with pytest.raises(MemoryStoreError, match=name):
         await store.count(name)
 
 
 async def test_invalid_collection_name(store: Any) -> None:
-    with pytest.raises(MemoryError_, match="invalid collection name"):
+    with pytest.raises(MemoryStoreError, match="invalid collection name"):
         await store.create_collection("bad name; drop table x", 3)
 
 
@@ -103,7 +102,7 @@ async def test_reupsert_is_idempotent_and_updates(store: Any, name: str) -> None
 async def test_upsert_without_collection_creates_it(store: Any, name: str) -> None:
     await store.upsert(name, [MemoryRecord("a", "x", [1.0, 0.0])])
     assert name in await store.list_collections()
-    with pytest.raises(MemoryError_, match=rf"collection '{name}'.*2-dimensional.*got 3"):
+    with pytest.raises(MemoryStoreError, match=rf"collection '{name}'.*2-dimensional.*got 3"):
         await store.upsert(name, [MemoryRecord("b", "y", [1.0, 0.0, 0.0])])
 
 
@@ -111,10 +110,10 @@ async def test_dimension_mismatch(store: Any, name: str) -> None:
     await store.create_collection(name, 3)
     ok = MemoryRecord("ok", "fine", [1.0, 0.0, 0.0])
     bad = MemoryRecord("bad", "wrong", [1.0, 0.0])
-    with pytest.raises(MemoryError_, match=rf"'{name}'.*'bad'.*3-dimensional.*got 2"):
+    with pytest.raises(MemoryStoreError, match=rf"'{name}'.*'bad'.*3-dimensional.*got 2"):
         await store.upsert(name, [ok, bad])
     assert await store.count(name) == 0  # the whole batch was refused
-    with pytest.raises(MemoryError_, match=rf"'{name}'.*3-dimensional.*got 4"):
+    with pytest.raises(MemoryStoreError, match=rf"'{name}'.*3-dimensional.*got 4"):
         await store.search(name, [1.0, 0.0, 0.0, 0.0])
 
 
@@ -211,7 +210,7 @@ async def test_filters(store: Any, name: str, spec: Any, expected: set[str]) -> 
 
 
 async def test_every_operator_is_covered() -> None:
-    from kernel.memory_types import OPERATORS, And, Condition, Or
+    from kernel.memory import OPERATORS, And, Condition, Or
 
     used: set[str] = set()
 

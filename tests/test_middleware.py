@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 
 from kernel import Kernel, KernelSettings, PromptFunction, hookimpl, kernel_function
+from kernel.chat import run_chat
 from kernel.contents import ToolResult
 from kernel.errors import InvocationError, KernelError
 from kernel.functions import FunctionResult
 from kernel.middleware import FunctionContext, PromptContext, ToolCallContext
 from kernel.testing import ScriptedChatModel, tool_call, tool_calls
-from kernel.tool_calls import run_chat
 
 
 class Calc:

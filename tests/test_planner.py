@@ -15,8 +15,9 @@ from pydantic import BaseModel
 from kernel import Kernel, KernelSettings, PromptFunction, kernel_function
 from kernel.contents import ChatRequest
 from kernel.errors import FunctionNotFoundError, PlanError, PlanValidationError
-from kernel.plan import InputRef, Plan, Step, StepRef
-from kernel.planner import PlanCache, parse_reply, plan_schema
+from kernel.planning.cache import PlanCache
+from kernel.planning.generation import parse_reply, plan_schema
+from kernel.planning.model import InputRef, Plan, Step, StepRef
 from kernel.testing import ScriptedChatModel, ScriptedReply, json_reply
 
 
@@ -472,7 +473,7 @@ async def test_plan_request_is_a_plain_chat_request(kernel, model):
 
 
 async def test_solve_returns_answer_and_trace(kernel, model):
-    from kernel.planner import SOLVE_INSTRUCTIONS, solve
+    from kernel.planning.solve import SOLVE_INSTRUCTIONS, solve
     from kernel.testing import tool_call
 
     model.queue(tool_call("text.count_words", text="one two three"), "The text has 3 words.")

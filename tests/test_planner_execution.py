@@ -11,8 +11,8 @@ import pytest
 from kernel import Kernel, KernelSettings, PromptFunction, kernel_function
 from kernel.contents import ChatRequest
 from kernel.errors import ApprovalDeniedError, PlanError, PlanExecutionError, PlanValidationError
-from kernel.plan import Plan
-from kernel.planner import execute_plan
+from kernel.planning import execute_plan
+from kernel.planning.model import Plan
 from kernel.testing import ScriptedChatModel, ScriptedReply, json_reply
 
 WAIT = 5.0  # generous: a timeout here means the steps did not overlap

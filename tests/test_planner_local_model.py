@@ -10,8 +10,8 @@ import pytest
 
 from kernel import Kernel, KernelSettings, ServiceSettings, kernel_function
 from kernel.errors import PlanExecutionError, PlanValidationError
-from kernel.plan import Plan
-from kernel.planner import plan_schema
+from kernel.planning import plan_schema
+from kernel.planning.model import Plan
 
 pytestmark = [pytest.mark.llama_server, pytest.mark.slow]
 

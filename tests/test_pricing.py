@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kernel.contents import Usage
-from kernel.pricing import cost, find_price, format_cost
+from kernel.services.pricing import cost, find_price, format_cost
 from kernel.settings import KernelSettings, Price
 
 PRICES = {

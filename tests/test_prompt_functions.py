@@ -91,13 +91,33 @@ async def test_service_selection_by_name_and_default_chat() -> None:
 
 async def test_output_schema_parses_json() -> None:
     schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
-    model = ScriptedChatModel([json_reply({"city": "Paris"}), '```json\n{"city": "Rome"}\n```', "not json"])
+    model = ScriptedChatModel([json_reply({"city": "Paris"}), '```json\n{"city": "Rome"}\n```', "not json",
+                               "still not json"])
     k = make_kernel(("test", model))
     k.add_function(PromptFunction.from_template("Where?", name="where", plugin="geo", output_schema=schema))
     assert (await k.invoke("geo.where")).value == {"city": "Paris"}
     assert model.last_request.output_schema == schema
     assert (await k.invoke("geo.where")).value == {"city": "Rome"}
-    with pytest.raises(InvocationError, match=r"geo\.where.*JSON"):
+    with pytest.raises(InvocationError, match=r"geo\.where.*the output is not JSON"):
+        await k.invoke("geo.where")
+    assert len(model.requests) == 4  # one repair turn, then the error
+
+
+async def test_output_that_breaks_the_schema_gets_one_repair_turn() -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+              "additionalProperties": False}
+    model = ScriptedChatModel([json_reply({"town": "Paris"}), json_reply({"city": "Paris"}),
+                               json_reply({"city": 3}), json_reply({"city": [4]})])
+    k = make_kernel(("test", model))
+    k.add_function(PromptFunction.from_template("Where?", name="where", plugin="geo", output_schema=schema))
+    result = await k.invoke("geo.where")
+    assert result.value == {"city": "Paris"} and result.usage.requests == 2
+    repair = model.requests[1].messages
+    assert repair[-2].role == "assistant" and repair[-2].content == '{"town": "Paris"}'
+    assert repair[-1].role == "user" and "'city' is a required property" in repair[-1].content
+    assert "Additional properties are not allowed ('town' was unexpected)" in repair[-1].content
+    with pytest.raises(InvocationError, match=r"geo\.where: the model's output does not match the output schema"
+                                               r".*at city: \[4\] is not of type 'string'"):
         await k.invoke("geo.where")
 
 

@@ -18,8 +18,8 @@ from kernel.errors import (
     ProviderConnectionError,
     ProviderStatusError,
 )
-from kernel.resilience import ResilientChatModel, backoff_delay
 from kernel.services import ServiceRegistry
+from kernel.services.resilience import ResilientChatModel, backoff_delay
 from kernel.settings import KernelSettings, RetrySettings
 from tests.http_fakes import FakeHTTPServer, Reply, Request, StreamReply, openai_completion, openai_text_stream
 

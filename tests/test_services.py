@@ -26,7 +26,7 @@ def test_kind_makes_a_multi_kind_provider_an_embedding_service() -> None:
     assert k.services.default_name("chat") == "chat"
     assert k.services.default_name("embedding") == "vectors"
     embedder = k.services.embedding()
-    assert type(embedder).__name__ == "OpenAIEmbeddingModel" and embedder.dimension == 1536
+    assert type(embedder.inner).__name__ == "OpenAIEmbeddingModel" and embedder.dimension == 1536
     assert type(k.services.chat().inner).__name__ == "OpenAIChatModel"
 
 

@@ -11,8 +11,8 @@ import pytest
 
 from kernel import Kernel, KernelSettings, PluginLoadError, PromptFunction
 from kernel.errors import ArgumentError
-from kernel.loader import load_plugins
-from kernel.sk_template import SKTemplateError, translate
+from kernel.plugin_folders import load_plugins
+from kernel.plugin_folders.sk_syntax import SKTemplateError, translate
 from kernel.testing import ScriptedChatModel
 
 GOOD = Path(__file__).parent / "data" / "plugins" / "good"

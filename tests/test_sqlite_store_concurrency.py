@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from connectors.sqlite_store import SQLiteVectorStore
-from kernel.errors import MemoryError_
-from kernel.memory_types import MemoryRecord
+from kernel.errors import MemoryStoreError
+from kernel.memory import MemoryRecord
 
 
 def interleaved(action: Any, vector: list[float]) -> MemoryRecord:
@@ -34,7 +34,7 @@ def interleaved(action: Any, vector: list[float]) -> MemoryRecord:
 async def test_another_process_creating_the_collection_with_another_dimension(tmp_path: Path) -> None:
     a, b = SQLiteVectorStore(tmp_path / "m.db"), SQLiteVectorStore(tmp_path / "m.db")
     other = MemoryRecord("b1", "from b", [1.0, 0.0, 0.0, 0.0])
-    with pytest.raises(MemoryError_, match="holds 4-dimensional vectors, got 3"):
+    with pytest.raises(MemoryStoreError, match="holds 4-dimensional vectors, got 3"):
         await a.upsert("c", [interleaved(lambda: b._locked(b._upsert, "c", [other]), [1.0, 0.0, 0.0])])
     reader = SQLiteVectorStore(tmp_path / "m.db")
     assert await reader.count("c") == 1

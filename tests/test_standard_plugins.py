@@ -273,19 +273,26 @@ async def test_extract_json_accepts_fenced_json(kernel: Kernel, scripted: Script
 @pytest.mark.parametrize(
     ("reply", "problem"),
     [
-        ('{"name": "Ada"}', "lacks required field(s) year"),
-        ('{"name": "Ada", "year": "1843"}', "field 'year' is str"),
-        ("[1, 2]", "returned list"),
-        ("Ada, 1843", "not the JSON"),
+        ('{"name": "Ada"}', "'year' is a required property"),
+        ('{"name": "Ada", "year": "1843"}', "at year: '1843' is not of type 'integer'"),
+        ("[1, 2]", "[1, 2] is not of type 'object'"),
+        ("Ada, 1843", "the output is not JSON"),
     ],
 )
 async def test_extract_json_rejects_answers_that_miss_the_schema(
     kernel: Kernel, scripted: ScriptedChatModel, reply: str, problem: str
 ) -> None:
-    scripted.queue(reply)
+    scripted.queue(reply, reply)  # the answer, and the same again after the repair request
     with pytest.raises(InvocationError, match="extract_json") as info:
         await kernel.invoke("writer.extract_json", text="Ada, 1843", output_schema=PERSON)
     assert problem in str(info.value)
+    assert problem in scripted.last_request.messages[-1].content  # the repair request named it
+
+
+async def test_extract_json_gets_a_repaired_answer(kernel: Kernel, scripted: ScriptedChatModel) -> None:
+    scripted.queue('{"name": "Ada"}', '{"name": "Ada", "year": 1843}')
+    result = await kernel.invoke("writer.extract_json", text="Ada, 1843", output_schema=PERSON)
+    assert result.value == {"name": "Ada", "year": 1843} and result.usage.requests == 2
 
 
 async def test_extract_json_refuses_a_non_object_schema(kernel: Kernel, scripted: ScriptedChatModel) -> None:
@@ -333,8 +340,7 @@ async def test_classify_rejects_an_unknown_label(kernel: Kernel, scripted: Scrip
 async def test_memory_recall_formats_hits_with_sources(kernel: Kernel, tmp_path: Path) -> None:
     """memory.recall over a real embedded SQLite store and a small deterministic embedding."""
     from connectors.sqlite_store import SQLiteVectorStore
-    from kernel.memory import SemanticMemory
-    from kernel.memory_types import MemoryRecord
+    from kernel.memory import MemoryRecord, SemanticMemory
 
     class LetterEmbedding:
         provider, model, dimension = "letters", "letters", 26
@@ -364,7 +370,7 @@ async def test_memory_recall_formats_hits_with_sources(kernel: Kernel, tmp_path:
 
 
 def test_writer_prompts_come_from_the_prompt_folder(kernel: Kernel) -> None:
-    from kernel.prompt_function import PromptFunction
+    from kernel.prompts import PromptFunction
     from plugins.writer import prompt_folder
 
     assert sorted(p.stem for p in prompt_folder().glob("*.prompt")) == ["summarize", "translate"]

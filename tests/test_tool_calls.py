@@ -13,12 +13,13 @@ import pytest
 from pydantic import BaseModel
 
 from kernel import ChatMessage, Kernel, KernelSettings, PromptFunction, kernel_function
-from kernel.chat_history import ChatHistory
+from kernel.chat import ChatResult, run_chat, short_error
+from kernel.chat.history import ChatHistory
+from kernel.chat.tools import DECLINED, NO_APPROVER
 from kernel.contents import ChatRequest, ToolChoice, Usage
 from kernel.errors import ConfigurationError, FunctionNotFoundError, ProviderError, ToolLoopError
 from kernel.logging import register_secret
 from kernel.testing import ScriptedChatModel, ScriptedReply, error_reply, tool_call, tool_calls
-from kernel.tool_calls import DECLINED, NO_APPROVER, ChatResult, run_chat, short_error
 
 
 def make_kernel(*plugins: tuple[object, str], **settings: Any) -> Kernel:

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from kernel import Kernel, KernelSettings, kernel_function
+from kernel.chat import run_chat, stream_chat
 from kernel.contents import FinalMessage, ToolCallFinished, ToolCallStarted
-from kernel.tool_calls import run_chat, stream_chat
 
 pytestmark = [pytest.mark.llama_server, pytest.mark.slow]
 

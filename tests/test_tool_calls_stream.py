@@ -11,7 +11,8 @@ import httpx2
 import pytest
 
 from kernel import Kernel, KernelSettings, kernel_function
-from kernel.chat_history import ChatHistory
+from kernel.chat import stream_chat
+from kernel.chat.history import ChatHistory
 from kernel.contents import (
     FinalMessage,
     TextDelta,
@@ -23,7 +24,6 @@ from kernel.contents import (
 )
 from kernel.errors import ToolLoopError
 from kernel.testing import ScriptedChatModel, ScriptedReply, tool_call, tool_calls
-from kernel.tool_calls import stream_chat
 
 
 class Weather:

@@ -173,7 +173,7 @@ def _write_prompt_folder(root: Path, tag: str, count: int) -> tuple[Path, Path, 
 
 def bench_loading() -> list[Row]:
     try:
-        from kernel.loader import load_plugins
+        from kernel.plugin_folders import load_plugins
     except ImportError:
         return [("load prompt functions: kernel.loader not available yet", 0.0, None)]
     best_ours = best_sk = best_floor_ours = best_floor_sk = float("inf")

@@ -24,8 +24,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from connectors.sqlite_store import SQLiteVectorStore  # noqa: E402
-from kernel.memory import Document, SemanticMemory  # noqa: E402
-from kernel.memory_types import MemoryRecord  # noqa: E402
+from kernel.memory import (  # noqa: E402
+    Document,
+    MemoryRecord,
+    SemanticMemory,
+)
 
 DIM = 384
 

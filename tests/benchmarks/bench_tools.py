@@ -132,9 +132,9 @@ async def _http_rows() -> list[Row]:
 
 
 async def _in_process_rows() -> list[Row]:
+    from kernel.chat import tool_spec
     from kernel.contents import ChatMessage, ChatRequest, ToolChoice, ToolResult
     from kernel.testing import ScriptedChatModel, tool_call
-    from kernel.tool_calls import tool_spec
 
     def script(request: ChatRequest) -> Any:
         return "The sum is 5." if request.messages[-1].role == "tool" else tool_call("calc.add", a=2, b=3)

@@ -391,7 +391,7 @@ BIG, FIRST, DIM = 20_000, 100, 128
 KILL_CHILD = r"""
 import asyncio, os, sys
 from connectors.sqlite_store import SQLiteVectorStore
-from kernel.memory_types import MemoryRecord
+from kernel.memory import MemoryRecord
 
 db, marker, first, big, dim = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
 
@@ -468,7 +468,7 @@ async def test_sqlite_killed_inside_one_large_upsert_shows_all_or_nothing(tmp_pa
         assert len(await store.keyword_search("big", "record", k=BIG)) == FIRST
         assert len(await store.search("big", [1.0] * DIM, k=BIG)) == FIRST
         # the same batch again completes, without duplicates
-        from kernel.memory_types import MemoryRecord
+        from kernel.memory import MemoryRecord
 
         records = [
             MemoryRecord(f"r{i:06d}", f"record {i} of the big transaction", [((i * 31 + j) % 97) / 97.0 + 0.01
@@ -490,7 +490,7 @@ async def test_sqlite_killed_inside_one_large_upsert_shows_all_or_nothing(tmp_pa
 @pytest.mark.postgres
 async def test_postgres_restart_during_concurrent_upserts_loses_and_duplicates_nothing(postgres: Any) -> None:
     from connectors.pgvector_store import PgVectorStore
-    from kernel.memory_types import MemoryRecord
+    from kernel.memory import MemoryRecord
 
     writers, batches, size = 6, 12, 40
     name = f"restart{os.getpid()}{int(time.time() * 1000) % 100000}"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kernel.errors import PluginLoadError
-from kernel.loader import MAX_FILE_BYTES, load_plugins
+from kernel.plugin_folders import MAX_FILE_BYTES, load_plugins
 
 GOOD = "---\ndescription: fine\n---\nHello {{ name }}\n"
 

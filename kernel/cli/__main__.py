@@ -1,0 +1,5 @@
+"""`python -m kernel.cli`."""
+
+from .app import main
+
+raise SystemExit(main())

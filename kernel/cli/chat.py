@@ -1,0 +1,133 @@
+"""`kernel chat`: an interactive chat with the loaded plugins as tools.
+
+Reads one turn per line from stdin (interactive or piped), streams the answer to stdout
+and reports each tool call on stderr as `[tool] plugin.function(args) -> result`. Ends on
+EOF or `/exit`. A failed turn prints `error: ...` on stderr, is dropped from the history,
+and the session goes on; the exit code is then 1.
+
+Functions that need approval are asked about on the terminal when stdin is one;
+with piped input they are refused (the safe default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import TYPE_CHECKING, Any, TextIO
+
+from ..chat import ChatHistory
+from ..contents import FinalMessage, TextDelta, ToolCall, ToolCallFinished
+from ..errors import KernelError
+from ..functions import KernelFunction
+from ..hookspecs import RegisterCommand, hookimpl
+from ..logging import mask_text
+
+if TYPE_CHECKING:
+    from ..kernel import Kernel
+
+PREVIEW_CHARS = 200
+EXIT_COMMANDS = frozenset({"/exit", "/quit"})
+
+
+@hookimpl
+def register_commands(register: RegisterCommand) -> None:
+    register("chat", cmd_chat, arguments=_arguments, help="chat with a model, the loaded plugins offered as tools",
+             description="Interactive chat: one turn per stdin line; /exit or EOF ends it.")
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--system", metavar="TEXT", help="system message of the conversation")
+    parser.add_argument("--plugin", metavar="NAME", action="append", dest="tool_plugins",
+                        help="offer only this plugin's functions as tools (repeatable; default: all)")
+    parser.add_argument("--no-tools", action="store_true", help="offer no tools")
+    parser.add_argument("--max-history-tokens", type=int, metavar="N", default=None,
+                        help="trim the oldest turns to keep the history under about N tokens")
+
+
+def _preview(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 3] + "..."
+
+
+def _qualified(kernel: Kernel, name: str) -> str:
+    try:
+        return kernel.get_function(name).fully_qualified_name
+    except KernelError:
+        return name
+
+
+def _terminal_approval(stdin: TextIO, stderr: TextIO) -> Any:
+    async def approve(function: KernelFunction, arguments: dict[str, Any], call: ToolCall) -> bool:
+        shown = _preview(json.dumps(arguments, default=str, ensure_ascii=False))
+        print(f"[approve] run {function.fully_qualified_name}({shown})? [y/N] ", end="", file=stderr, flush=True)
+        answer = await asyncio.to_thread(stdin.readline)
+        return answer.strip().lower() in ("y", "yes")
+
+    return approve
+
+
+async def cmd_chat(args: argparse.Namespace, kernel: Kernel) -> int:
+    stdin, stdout, stderr = sys.stdin, sys.stdout, sys.stderr
+    options: dict[str, Any] = {"tools": []} if args.no_tools else {"plugins": args.tool_plugins}
+    from ..chat import select_functions
+
+    select_functions(kernel, options.get("tools"), options.get("plugins"))  # unknown plugin: exit 2 now
+    interactive = stdin.isatty()
+    if interactive and kernel.approval is None:
+        options["approval"] = _terminal_approval(stdin, stderr)
+    as_json = bool(getattr(args, "json", False))
+    history = ChatHistory(system=args.system)
+    failed = False
+    while True:
+        if interactive:
+            print("> ", end="", file=stderr, flush=True)
+        line = await asyncio.to_thread(stdin.readline)
+        if not line:
+            break
+        text = line.strip()
+        if not text:
+            continue
+        if text in EXIT_COMMANDS:
+            break
+        if args.max_history_tokens:
+            history.trim(args.max_history_tokens)
+        user = history.add_user(text)
+        try:
+            await _turn(kernel, history, options, as_json, stdout, stderr)
+        except KernelError as exc:
+            print(f"error: {mask_text(str(exc))}", file=stderr, flush=True)
+            if history.messages and history.messages[-1] is user:
+                history.messages.pop()
+            failed = True
+    return 1 if failed else 0
+
+
+async def _turn(kernel: Kernel, history: ChatHistory, options: dict[str, Any], as_json: bool,
+                stdout: TextIO, stderr: TextIO) -> None:
+    calls: list[dict[str, Any]] = []
+    async for event in kernel.chat_stream(history, **options):
+        if isinstance(event, TextDelta):
+            if not as_json:
+                stdout.write(event.text)
+                stdout.flush()
+        elif isinstance(event, ToolCallFinished):
+            name = _qualified(kernel, event.call.name)
+            print(f"[tool] {name}({_preview(event.call.arguments)}) -> {_preview(event.result.content)}",
+                  file=stderr, flush=True)
+            calls.append({"function": name, "arguments": event.call.arguments,
+                          "result": event.result.content, "is_error": event.result.is_error})
+        elif isinstance(event, FinalMessage):
+            if as_json:
+                usage = event.usage
+                record = {
+                    "text": event.message.content,
+                    "tool_calls": calls,
+                    "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+                              "requests": usage.requests},
+                }
+                stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+            else:
+                stdout.write("\n")
+            stdout.flush()

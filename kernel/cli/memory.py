@@ -1,0 +1,176 @@
+"""`kernel memory ...`: ingest documents, search them, list collections.
+
+Registered through the `register_commands` hook. Each leaf command sets `handler`, an
+`async def handler(args, kernel) -> int` (exit code); the embedding model and the store
+are the kernel's services (`--embedding`, `--store` pick named ones, default: the
+configured defaults).
+
+    kernel memory ingest docs/ --collection docs --chunk-size 800 --overlap 80
+    kernel memory search "how do I install?" --collection docs -k 5 --filter "source=guide.md"
+    kernel memory collections --json
+
+Filter expressions (`--filter`, repeatable, ANDed): `source=a.md`, `year>=2020`,
+`tag in a,b`, `tag not in a,b`, `tags contains x`, or a JSON filter
+(`{"or": [{"field": ..., "op": ..., "value": ...}, ...]}`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+from ..hookspecs import RegisterCommand, hookimpl
+from .common import UsageError
+
+if TYPE_CHECKING:
+    from ..kernel import Kernel
+    from ..memory import IngestProgress, SemanticMemory
+
+
+@hookimpl
+def register_commands(register: RegisterCommand) -> None:
+    """Add `memory ingest|search|collections`."""
+    memory = register("memory", None, help="vector memory: ingest, search, collections")
+    sub = memory.add_subparsers(dest="memory_command", metavar="{ingest,search,collections}")
+    sub.required = True
+
+    def services(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--embedding", metavar="SERVICE", help="embedding service (default: configured)")
+        p.add_argument("--store", metavar="SERVICE", help="memory service (default: configured)")
+
+    ingest = sub.add_parser("ingest", help="chunk, embed and store files or folders")
+    ingest.add_argument("paths", nargs="+", metavar="PATH", help=".md/.txt files or folders")
+    ingest.add_argument("--collection", "-c", default="docs")
+    ingest.add_argument("--chunk-size", type=int, default=1000, metavar="N")
+    ingest.add_argument("--overlap", type=int, default=None, metavar="N",
+                        help="chunk overlap (default: a tenth of the chunk size, at most 100)")
+    ingest.add_argument("--unit", choices=["chars", "tokens"], default="chars")
+    ingest.add_argument("--no-prune", action="store_true", help="keep chunks that left re-ingested files")
+    services(ingest)
+    ingest.set_defaults(handler=ingest_command)
+
+    search = sub.add_parser("search", help="search a collection")
+    search.add_argument("query")
+    search.add_argument("--collection", "-c", default="docs")
+    search.add_argument("-k", type=int, default=4, metavar="N", help="number of hits")
+    search.add_argument("--filter", action="append", default=[], metavar="EXPR",
+                        help="metadata filter, e.g. 'source=a.md', 'year>=2020' (repeatable: AND)")
+    search.add_argument("--mode", choices=["hybrid", "vector", "keyword"], default="hybrid")
+    services(search)
+    search.set_defaults(handler=search_command)
+
+    collections = sub.add_parser("collections", help="list collections")
+    collections.add_argument("--store", metavar="SERVICE", help="memory service (default: configured)")
+    collections.set_defaults(handler=collections_command)
+
+
+def _memory(args: argparse.Namespace, kernel: Kernel) -> SemanticMemory:
+    from ..memory import SemanticMemory
+
+    return SemanticMemory(
+        kernel.services.embedding(getattr(args, "embedding", None)),
+        kernel.services.memory(getattr(args, "store", None)),
+    )
+
+
+async def ingest_command(args: argparse.Namespace, kernel: Kernel) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+    if args.chunk_size < 1:
+        raise UsageError(f"--chunk-size must be at least 1, not {args.chunk_size}")
+    overlap = min(100, args.chunk_size // 10) if args.overlap is None else args.overlap
+    if not 0 <= overlap < args.chunk_size:
+        raise UsageError(f"--overlap must be in [0, --chunk-size), not {overlap} with size {args.chunk_size}")
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    memory = _memory(args, kernel)
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("chunks"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=not console.is_terminal,
+    ) as bar:
+        task = bar.add_task(f"ingesting into {args.collection}", total=None)
+
+        def progress(p: IngestProgress) -> None:
+            bar.update(task, total=p.chunks_total, completed=p.chunks_done,
+                       description=f"{p.source or args.collection} ({p.files_done}/{p.files_total} files)")
+
+        report = await memory.ingest(
+            args.paths,
+            args.collection,
+            chunk_size=args.chunk_size,
+            overlap=overlap,
+            unit=args.unit,
+            progress=progress,
+            prune=not args.no_prune,
+        )
+    data = {
+        "collection": args.collection,
+        "files": report.files,
+        "chunks": report.chunks,
+        "added": report.added,
+        "skipped": report.skipped,
+        "removed": report.removed,
+    }
+    if args.json:
+        print(json.dumps(data))
+    else:
+        print(
+            f"{report.files} file(s), {report.chunks} chunk(s) in {args.collection!r}: "
+            f"{report.added} added, {report.skipped} unchanged, {report.removed} removed"
+        )
+    return 0
+
+
+async def search_command(args: argparse.Namespace, kernel: Kernel) -> int:
+    from ..memory import parse_expressions, reference
+
+    memory = _memory(args, kernel)
+    flt = parse_expressions(args.filter)
+    hits = await memory.search(args.query, args.collection, args.k, flt, args.mode)
+    if args.json:
+        print(json.dumps([
+            {
+                "rank": i,
+                "score": h.score,
+                "id": h.record.id,
+                "reference": reference(h),
+                "text": h.record.text,
+                "metadata": h.record.metadata,
+            }
+            for i, h in enumerate(hits, 1)
+        ], ensure_ascii=False))
+        return 0
+    if not hits:
+        print("no results", file=sys.stderr)
+        return 0
+    for i, h in enumerate(hits, 1):
+        print(f"[{i}] {reference(h)}  (score {h.score:.4f})")
+        print("    " + h.record.text.strip().replace("\n", "\n    "))
+    return 0
+
+
+async def collections_command(args: argparse.Namespace, kernel: Kernel) -> int:
+    store = kernel.services.memory(getattr(args, "store", None))
+    names = await store.list_collections()
+    rows: list[dict[str, Any]] = [{"name": n, "count": await store.count(n)} for n in names]
+    if args.json:
+        print(json.dumps(rows))
+    elif not rows:
+        print("no collections", file=sys.stderr)
+    else:
+        for row in rows:
+            print(f"{row['name']}\t{row['count']}")
+    return 0

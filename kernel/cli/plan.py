@@ -1,0 +1,162 @@
+"""`kernel plan`: ask for a plan, show it, save it, replay it, run it.
+
+    kernel plan "GOAL" [--input NAME=VALUE ...] [--plugin NAME ...] [--save FILE] [--json]
+    kernel plan --from FILE [--input NAME=VALUE ...] [--run [--yes]]
+
+`--input name:=JSON` gives a typed value. `--run` asks `Run this plan? [y/N]` on the
+terminal unless `--yes`; without a terminal and without `--yes` it refuses (exit 1).
+`--from FILE` replays a saved (or hand-edited) plan without asking a model. Exit codes:
+0 ok, 1 the plan failed or was not confirmed, 2 bad input (bad --input, unreadable or
+invalid plan file, unknown plugin).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import PlanExecutionError, PlanValidationError
+from ..hookspecs import RegisterCommand, hookimpl
+from .common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, UsageError, parse_arg
+
+if TYPE_CHECKING:
+    from ..kernel import Kernel
+    from ..planning import Plan
+
+
+@hookimpl
+def register_commands(register: RegisterCommand) -> None:
+    register("plan", handle_plan, arguments=_arguments,
+             help="turn a goal into a plan of function calls; show, save or run it",
+             description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("goal", nargs="?", metavar="GOAL", help="what the plan should achieve")
+    parser.add_argument("--input", "-i", dest="inputs", action="append", metavar="NAME=VALUE",
+                        help="a goal input (NAME:=JSON for a typed value); repeatable")
+    parser.add_argument("--plugin", dest="plan_plugins", action="append", metavar="NAME",
+                        help="only plan with the functions of this plugin; repeatable")
+    parser.add_argument("--run", action="store_true", help="run the plan after confirmation")
+    parser.add_argument("--yes", "-y", action="store_true", help="run without asking for confirmation")
+    parser.add_argument("--save", metavar="FILE", help="write the plan as JSON to FILE")
+    parser.add_argument("--from", dest="from_file", metavar="FILE",
+                        help="load a plan from FILE instead of asking a model")
+    parser.add_argument("--max-steps", type=int, default=10, metavar="N", help="at most N steps (default 10)")
+    parser.add_argument("--max-repairs", type=int, default=2, metavar="N",
+                        help="repair requests for an invalid plan (default 2)")
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _print_problems(where: str, problems: list[str]) -> None:
+    _err(f"error: invalid plan {where}: {len(problems)} problem(s)")
+    for problem in problems:
+        _err(f"  - {problem}")
+
+
+def _parse_inputs(items: list[str] | None) -> dict[str, Any]:
+
+    inputs: dict[str, Any] = {}
+    for item in items or ():
+        try:
+            name, value = parse_arg(item)
+        except UsageError as exc:
+            raise UsageError(str(exc).replace("--arg", "--input")) from None
+        if name in inputs:
+            raise UsageError(f"--input {name} given twice")
+        inputs[name] = value
+    return inputs
+
+
+def _confirmed() -> bool | None:
+    """True/False from the terminal; None when there is no terminal to ask."""
+    stdin = sys.stdin
+    if stdin is None or not stdin.isatty():
+        return None
+    print("Run this plan? [y/N] ", end="", file=sys.stderr, flush=True)
+    answer = stdin.readline().strip().lower()
+    return answer in ("y", "yes")
+
+
+def _show_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+async def _load(args: argparse.Namespace, kernel: Kernel, inputs: dict[str, Any]) -> Plan | int:
+    from ..planning import Plan
+
+    if args.from_file:
+        path = Path(args.from_file)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read plan file {path}: {exc.strerror or exc}") from None
+        try:
+            plan = Plan.from_json(text).with_inputs(inputs)
+        except PlanValidationError as exc:
+            _print_problems(f"in {path}", exc.problems)
+            return EXIT_USAGE
+        problems = plan.problems(kernel, max_steps=args.max_steps, input_names=plan.inputs.keys())
+        if problems:
+            _print_problems(f"in {path}", problems)
+            return EXIT_USAGE
+        if args.goal and args.goal != plan.goal:
+            _err(f"note: running the plan saved for {plan.goal!r}, not the GOAL given")
+        return plan
+    if not args.goal:
+        raise UsageError("kernel plan: give a GOAL, or --from FILE to replay a saved plan")
+    return await kernel.plan(args.goal, inputs=inputs, plugins=args.plan_plugins,
+                             max_steps=args.max_steps, max_repairs=args.max_repairs)
+
+
+async def handle_plan(args: argparse.Namespace, kernel: Kernel) -> int:
+    from ..planning import execute_plan
+
+    as_json = bool(getattr(args, "json", False))
+    inputs = _parse_inputs(args.inputs)
+    loaded = await _load(args, kernel, inputs)
+    if isinstance(loaded, int):
+        return loaded
+    plan = loaded
+    if args.save:
+        Path(args.save).write_text(plan.to_json() + "\n", encoding="utf-8")
+        _err(f"plan saved to {args.save}")
+    if not args.run:
+        print(plan.to_json() if as_json else str(plan))
+        return EXIT_OK
+    if not as_json:
+        print(str(plan))
+    if not args.yes:
+        answer = _confirmed()
+        if answer is None:
+            _err("error: refusing to run the plan without confirmation: stdin is not a terminal "
+                 "(pass --yes to run it)")
+            return EXIT_ERROR
+        if not answer:
+            _err("plan not run")
+            return EXIT_ERROR
+    try:
+        run = await execute_plan(kernel, plan)
+    except PlanExecutionError as exc:
+        previous = getattr(exc, "run", None)
+        if as_json and previous is not None:
+            print(json.dumps({"plan": plan.to_dict(), "run": previous.to_dict()}, indent=2,
+                             ensure_ascii=False, default=str))
+        elif previous is not None:
+            for step_id, status in previous.status.items():
+                detail = previous.errors.get(step_id)
+                _err(f"  {step_id}: {status}" + (f" ({detail})" if detail else ""))
+        _err(f"error: {' '.join(str(exc).split())}")
+        return EXIT_ERROR
+    if as_json:
+        print(json.dumps({"plan": plan.to_dict(), "run": run.to_dict()}, indent=2, ensure_ascii=False, default=str))
+    else:
+        print("Result:")
+        print(_show_value(run.result))
+    return EXIT_OK

@@ -1,0 +1,227 @@
+"""Prompt functions: a Jinja template plus settings, rendered and sent to a chat model."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, create_model
+
+from ..contents import ChatMessage, KernelStreamEvent
+from ..errors import InvocationError
+from ..functions import KernelFunction, ParameterInfo, check_name
+from .markup import prepare_variables
+from .structured_output import MAX_REPAIRS, check_output, repair_message
+from .templates import TEMPLATES, CompiledTemplate
+
+if TYPE_CHECKING:
+    from ..kernel import Kernel
+
+_JSON_TYPES: dict[str, Any] = {
+    "string": str,
+    "integer": int,
+    "number": float,
+    "boolean": bool,
+    "array": list,
+    "object": dict,
+}
+
+_MISSING: Any = object()
+
+
+@dataclass(slots=True)
+class InputVariable:
+    """One input of a prompt function.
+
+    `trusted=True` inserts the value into the template without escaping, so it may
+    contain `<message>` markup: only for text the application itself controls.
+    """
+
+    name: str
+    description: str = ""
+    default: Any = _MISSING
+    required: bool | None = None
+    type: str | None = None
+    trusted: bool = False
+    schema: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_required(self) -> bool:
+        if self.required is not None:
+            return self.required and self.default is _MISSING
+        return self.default is _MISSING
+
+
+class PromptFunction(KernelFunction):
+    """A function whose body is a prompt template.
+
+    `execution_settings` maps a service name (or ``"default"``) to settings such as
+    `max_tokens` and `temperature`; `service` picks the chat service (else the kernel's
+    default); `output_schema` asks for structured JSON output, parsed into the result
+    and checked against the schema (a mismatch gets one repair turn, then fails);
+    `check_output=False` only parses it, for a function that checks its output itself.
+    """
+
+    streams = True
+
+    def __init__(
+        self,
+        template: str,
+        *,
+        name: str,
+        plugin_name: str = "prompts",
+        description: str = "",
+        input_variables: Sequence[InputVariable] | None = None,
+        execution_settings: Mapping[str, Mapping[str, Any]] | None = None,
+        output_schema: dict[str, Any] | None = None,
+        service: str | None = None,
+        source: str | None = None,
+        needs_approval: bool = False,
+        check_output: bool = True,
+    ) -> None:
+        self.name = check_name("function", name)
+        self.plugin_name = check_name("plugin", plugin_name)
+        self.description = description
+        self.template_source = template
+        self.source = source or f"{plugin_name}.{name}"
+        self.template: CompiledTemplate = TEMPLATES.get(template, self.source)
+        self.execution_settings = {k: dict(v) for k, v in (execution_settings or {}).items()}
+        self.output_schema = output_schema
+        self.check_output = check_output
+        self.service = service
+        self.needs_approval = needs_approval
+        declared = {v.name: v for v in input_variables or ()}
+        for var in sorted(self.template.variables - set(declared)):
+            declared[var] = InputVariable(var)  # discovered in the template: a required string
+        self.inputs: dict[str, InputVariable] = declared
+        self._trusted = frozenset(v.name for v in declared.values() if v.trusted)
+        # `{{ name.upper() }}`: `name` may be a variable or a plugin; accept it unvalidated.
+        self._passthrough = self.template.call_targets - set(declared)
+        self._model: type[BaseModel] | None = None
+        self._build_parameters()
+
+    @classmethod
+    def from_template(
+        cls,
+        template: str,
+        *,
+        name: str,
+        plugin: str = "prompts",
+        description: str = "",
+        inputs: Sequence[InputVariable | str] | Mapping[str, Any] | None = None,
+        settings: Mapping[str, Any] | None = None,
+        output_schema: dict[str, Any] | None = None,
+        service: str | None = None,
+        trusted: Sequence[str] = (),
+    ) -> PromptFunction:
+        """Convenience constructor: `inputs` may be names, InputVariables, or a mapping
+        of name to default value; `settings` are the default execution settings."""
+        variables: list[InputVariable] = []
+        if isinstance(inputs, Mapping):
+            variables = [InputVariable(k, default=v, trusted=k in trusted) for k, v in inputs.items()]
+        else:
+            for item in inputs or ():
+                var = InputVariable(item) if isinstance(item, str) else item
+                if var.name in trusted:
+                    var.trusted = True
+                variables.append(var)
+        for name_ in trusted:
+            if not any(v.name == name_ for v in variables):
+                variables.append(InputVariable(name_, trusted=True))
+        return cls(
+            template,
+            name=name,
+            plugin_name=plugin,
+            description=description,
+            input_variables=variables,
+            execution_settings={"default": dict(settings)} if settings else None,
+            output_schema=output_schema,
+            service=service,
+        )
+
+    def _build_parameters(self) -> None:
+        params: list[ParameterInfo] = []
+        for var in self.inputs.values():
+            schema = dict(var.schema) or {"type": var.type or "string"}
+            default = None if var.default is _MISSING else var.default
+            params.append(ParameterInfo(var.name, var.description, schema, var.is_required, default))
+        self._parameters = params
+
+    @property
+    def _arguments_model(self) -> type[BaseModel] | None:  # type: ignore[override]
+        """Built on first validation: pydantic's create_model costs far more than loading."""
+        if self._model is None and self.inputs:
+            fields: dict[str, Any] = {}
+            for var in self.inputs.values():
+                typed = var.type or var.schema
+                py_type: Any = _JSON_TYPES.get((var.schema or {}).get("type", var.type or ""), Any) if typed else Any
+                default = None if var.default is _MISSING else var.default
+                fields[var.name] = (py_type, ... if var.is_required else default)
+            self._model = create_model(  # type: ignore[call-overload,unused-ignore]
+                f"{self.plugin_name}_{self.name}_arguments",
+                __config__=ConfigDict(extra="forbid"),
+                **fields,
+            )
+        return self._model
+
+    def validate(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        if not self._passthrough or not any(name in arguments for name in self._passthrough):
+            return super().validate(arguments)
+        rest = {k: v for k, v in arguments.items() if k not in self._passthrough}
+        validated = super().validate(rest)
+        validated.update({k: v for k, v in arguments.items() if k in self._passthrough})
+        return validated
+
+    @property
+    def return_schema(self) -> dict[str, Any]:
+        """The output schema's shape when structured output is asked for, else text."""
+        return self.output_schema if self.output_schema is not None else {"type": "string"}
+
+    def settings_for(self, service_name: str) -> dict[str, Any]:
+        """Execution settings for a service: its own entry, else `default`."""
+        specific = self.execution_settings.get(service_name)
+        if specific is not None:
+            return dict(specific)
+        return dict(self.execution_settings.get("default", {}))
+
+    async def render(self, kernel: Kernel, arguments: Mapping[str, Any]) -> str:
+        """The rendered prompt text (escaped values, before chat parsing)."""
+        variables = prepare_variables(arguments, self._trusted)
+        return await self.template.render(variables, kernel.template_functions())
+
+    async def render_messages(self, kernel: Kernel, arguments: Mapping[str, Any]) -> list[ChatMessage]:
+        """The chat messages this function sends for `arguments` (prompt filters applied)."""
+        from .execution import render_messages
+
+        return await render_messages(kernel, self, arguments)
+
+    async def run(self, kernel: Kernel, arguments: dict[str, Any]) -> Any:
+        from .execution import complete, render_messages
+
+        messages = await render_messages(kernel, self, arguments)
+        overrides = getattr(arguments, "settings", None)
+        response = await complete(kernel, self, messages, overrides)
+        schema = self.output_schema
+        if schema is None:
+            return response.message.content
+        value, problems = check_output(response.message.content, schema if self.check_output else None)
+        for _ in range(MAX_REPAIRS):
+            if not problems:
+                break
+            messages = [*messages, ChatMessage.assistant(response.message.content), repair_message(problems)]
+            response = await complete(kernel, self, messages, overrides)
+            value, problems = check_output(response.message.content, schema)
+        if problems:
+            raise InvocationError(
+                f"{self.fully_qualified_name}: the model's output does not match the output schema "
+                f"(after {MAX_REPAIRS} repair turn(s)): {'; '.join(problems)}"
+            )
+        return value
+
+    def stream(
+        self, kernel: Kernel, arguments: dict[str, Any], overrides: Mapping[str, Any] | None = None
+    ) -> AsyncIterator[KernelStreamEvent]:
+        from .execution import stream
+
+        return stream(kernel, self, arguments, overrides)

@@ -1,0 +1,54 @@
+"""Services: the registry that builds and picks chat models, embedding models and vector
+stores by name; the one resilience layer every call goes through (retries, Retry-After,
+fallbacks, deadline, circuit breaker, bounded concurrency); prices and costs.
+
+    registry     ServiceRegistry: connectors by (kind, provider), services by (kind, name)
+    resilience   ResilientChatModel / ResilientEmbeddingModel / ResilientVectorStore
+    profiles     ModelProfile and the one policy for execution settings
+    providers    Provider: key lookup, the SDK client, an injectable http_client
+    pricing      cost of a call from its usage and the configured prices
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._exports import lazy_exports
+
+if TYPE_CHECKING:
+    from ..hookspecs import ChatModel, ConnectorFactory, EmbeddingModel, ServiceKind, VectorStore
+    from .pricing import cost, format_cost
+    from .profiles import NEUTRAL_SETTINGS, ModelProfile
+    from .providers import Provider
+    from .registry import DEFAULT_SERVICES, SERVICE_KINDS, Connector, ServiceRegistry
+    from .resilience import ResilientChatModel, ResilientEmbeddingModel, backoff_delay
+
+__all__ = [
+    "DEFAULT_SERVICES",
+    "NEUTRAL_SETTINGS",
+    "SERVICE_KINDS",
+    "ChatModel",
+    "Connector",
+    "ConnectorFactory",
+    "EmbeddingModel",
+    "ModelProfile",
+    "Provider",
+    "ResilientChatModel",
+    "ResilientEmbeddingModel",
+    "ServiceKind",
+    "ServiceRegistry",
+    "VectorStore",
+    "backoff_delay",
+    "cost",
+    "format_cost",
+]
+
+_LOCATIONS = {
+    **dict.fromkeys(("ChatModel", "ConnectorFactory", "EmbeddingModel", "ServiceKind", "VectorStore"), "..hookspecs"),
+    **dict.fromkeys(("cost", "format_cost"), "pricing"),
+    **dict.fromkeys(("NEUTRAL_SETTINGS", "ModelProfile"), "profiles"),
+    "Provider": "providers",
+    **dict.fromkeys(("ResilientChatModel", "ResilientEmbeddingModel", "backoff_delay"), "resilience"),
+    **dict.fromkeys(("DEFAULT_SERVICES", "SERVICE_KINDS", "Connector", "ServiceRegistry"), "registry"),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _LOCATIONS, globals())
