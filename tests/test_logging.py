@@ -4,7 +4,11 @@ everywhere (fields, nested data, exception texts)."""
 from __future__ import annotations
 
 import io
+import json
+import os
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -151,3 +155,69 @@ async def test_log_values_opt_in_logs_arguments_and_prompts_with_secrets_masked(
 )
 def test_secret_keys_are_whole_words(key: str, secret: bool) -> None:
     assert klog.is_secret_key(key) is secret
+
+
+LIBRARY_PROBE = r'''
+import io, json, logging, sys
+import structlog
+from kernel import Kernel, KernelSettings, hookimpl
+
+class Broken:
+    @hookimpl
+    def register_plugins(self, register):
+        raise RuntimeError("token sk-proj-abcdefghijklmnop1234 leaked")
+
+mode = sys.argv[1]
+stream = io.StringIO()
+if mode == "stdlib":
+    logging.basicConfig(stream=stream, level=logging.WARNING, format="%(name)s|%(levelname)s|%(message)s")
+elif mode == "structlog":
+    structlog.configure(processors=[structlog.processors.JSONRenderer()],
+                        logger_factory=structlog.PrintLoggerFactory(stream))
+handlers_before = list(logging.getLogger().handlers)
+config_before = structlog.is_configured()
+kernel = Kernel(KernelSettings(), load_entry_points=False, plugins=[Broken()])
+print(json.dumps({
+    "structlog_configured": structlog.is_configured(), "configured_before": config_before,
+    "root_handlers_unchanged": logging.getLogger().handlers == handlers_before,
+    "failures": len(kernel.plugin_failures), "output": stream.getvalue(),
+}))
+'''
+
+
+def _probe(mode: str, tmp_path: Path) -> dict[str, Any]:
+    import json
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    done = subprocess.run([sys.executable, "-c", LIBRARY_PROBE, mode], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    result["stderr"] = done.stderr
+    return result
+
+
+def test_building_a_kernel_configures_no_logging(tmp_path: Path) -> None:
+    """An application's own stdlib logging gets the kernel's warnings (redacted) under the
+    `kernel.*` loggers; the kernel configures neither structlog nor the root logger."""
+    result = _probe("stdlib", tmp_path)
+    assert result["structlog_configured"] is False and result["root_handlers_unchanged"] is True
+    assert result["failures"] == 1
+    assert "kernel.plugins|WARNING|" in result["output"] and "plugin_failed" in result["output"]
+    assert "sk-proj-abcdefghijklmnop1234" not in result["output"] and klog.MASK in result["output"]
+
+
+def test_an_application_structlog_configuration_is_kept(tmp_path: Path) -> None:
+    result = _probe("structlog", tmp_path)
+    assert result["configured_before"] is True and result["structlog_configured"] is True
+    event = json.loads(result["output"].splitlines()[0])  # the application's own JSON renderer
+    assert event["event"] == "plugin_failed" and "sk-proj-abcdefghijklmnop1234" not in event["error"]
+
+
+def test_without_any_configuration_warnings_reach_stderr_only(tmp_path: Path) -> None:
+    result = _probe("none", tmp_path)
+    assert result["output"] == "" and result["structlog_configured"] is False
+    assert "plugin_failed" in result["stderr"] and "sk-proj-abcdefghijklmnop1234" not in result["stderr"]
