@@ -234,6 +234,7 @@ class AnthropicChatModel:
         self.default_settings = dict(connection.settings.settings)
         self.options = dict(connection.settings.options)
         self.profile = connection.profile(model)
+        self._warned: set[str] = set()  # dropped settings already warned about
         self._secret = connection.key
         self._sdk = connection.sdk
         self.client = connection.client
@@ -250,7 +251,8 @@ class AnthropicChatModel:
         params: dict[str, Any] = {"model": self.model, "messages": turns}
         if system:
             params["system"] = system
-        passed, extra = self.profile.request_settings({**self.default_settings, **request.settings}, self.service)
+        passed, extra = self.profile.request_settings({**self.default_settings, **request.settings}, self.service,
+                                                     self._warned)
         for key in ("temperature", "top_p", "top_k"):  # documented Messages API fields the SDK no longer types
             if key in passed:
                 extra[key] = passed.pop(key)

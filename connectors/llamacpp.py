@@ -190,6 +190,7 @@ class LlamaCppChatModel:
         if importlib.util.find_spec("llama_cpp") is None:
             raise ExtraNotInstalledError("the local chat model", "local", "llama_cpp")
         self.service = service or PROVIDER
+        self._warned: set[str] = set()  # dropped settings already warned about
         self._where = f"service {self.service!r} (provider {PROVIDER})"
         self._model_path = Path(model_path) if model_path else None
         self._cache_dir = cache_dir
@@ -249,7 +250,7 @@ class LlamaCppChatModel:
             messages = _fold_for_gemma(messages)
         params: dict[str, Any] = {"messages": messages}
         settings = {**self.default_settings, **request.settings} if self.default_settings else request.settings
-        passed, _ = PROFILE.request_settings(settings, self.service)
+        passed, _ = PROFILE.request_settings(settings, self.service, self._warned)
         if passed.pop("n", 1) != 1:
             raise ConfigurationError(f"{self._where}: setting n is not supported: one answer per request")
         params.update(passed)

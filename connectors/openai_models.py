@@ -217,6 +217,7 @@ class OpenAIChatModel:
         self.default_settings = dict(svc.settings)
         self.options = dict(svc.options)
         self.profile = self.connection.profile(model)
+        self._warned: set[str] = set()  # dropped settings already warned about
         self.json_schema_mode: str = self.profile.structured_output
         self.stream_usage = bool(self.options.get("stream_usage", True))
         self._secret = self.connection.key
@@ -234,7 +235,7 @@ class OpenAIChatModel:
             "messages": [_map_message(m) for m in request.messages],
         }
         settings = {**self.default_settings, **request.settings} if self.default_settings else request.settings
-        passed, extra = self.profile.request_settings(settings, self.service)
+        passed, extra = self.profile.request_settings(settings, self.service, self._warned)
         n = passed.pop("n", 1)
         if n != 1:
             raise ConfigurationError(

@@ -177,15 +177,20 @@ class LazyLogger:
     """A logger that imports structlog on its first use, so that a module can hold one at
     import time without paying for structlog."""
 
-    __slots__ = ("_generation", "_logger", "_name")
+    __slots__ = ("_generation", "_logger", "_name", "_structlog_configured")
 
     def __init__(self, name: str) -> None:
         self._name = name
         self._logger: Any = None
         self._generation = -1
+        self._structlog_configured = False
 
     def __getattr__(self, method: str) -> Any:
-        if self._logger is None or self._generation != _generation:
+        structlog = sys.modules.get("structlog")
+        configured = structlog is not None and structlog.is_configured()
+        # Made again after configure(), or when the application configures structlog later.
+        if self._logger is None or self._generation != _generation or configured != self._structlog_configured:
             self._logger = get_logger(self._name)
             self._generation = _generation
+            self._structlog_configured = configured
         return getattr(self._logger, method)

@@ -35,9 +35,6 @@ StructuredOutput = Literal["json_schema", "json_object", "tool", "grammar"]
 """How `ChatRequest.output_schema` reaches the model: OpenAI's `json_schema` response
 format, llama.cpp server's `json_object` + schema, a forced tool call, or a grammar."""
 
-_warned: set[tuple[str, str]] = set()
-
-
 @dataclass(frozen=True, slots=True)
 class ModelProfile:
     """What a provider (or a model of it) can do."""
@@ -53,9 +50,12 @@ class ModelProfile:
     def supported(self) -> list[str]:
         return sorted({*self.settings, *(("extra_body",) if self.extra_body else ())})
 
-    def request_settings(self, settings: Mapping[str, Any], service: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    def request_settings(
+        self, settings: Mapping[str, Any], service: str, warned: set[str] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """(parameters by the provider's names, extra_body) for `settings`, by the policy
-        of this module. None values are left out."""
+        of this module. None values are left out. `warned` (kept by the connector
+        instance) holds the dropped settings already warned about: one warning each."""
         parameters: dict[str, Any] = {}
         extra: dict[str, Any] = {}
         where = f"service {service!r} (provider {self.provider})"
@@ -70,8 +70,9 @@ class ModelProfile:
                     raise ConfigurationError(f"{where}: setting extra_body must be a table, not {type(value).__name__}")
                 extra.update(value)
             elif key in NEUTRAL_SETTINGS:
-                if (service, key) not in _warned:
-                    _warned.add((service, key))
+                if warned is None or key not in warned:
+                    if warned is not None:
+                        warned.add(key)
                     log.warning("execution setting not supported by the provider; dropped",
                                 setting=key, service=service, provider=self.provider)
             else:

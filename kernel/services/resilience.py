@@ -339,6 +339,17 @@ class ResilientEmbeddingModel(ResilientService):
     def dimension(self) -> int:
         return int(self.inner.dimension)
 
+    def chain(self) -> list[_Target]:
+        """The chain, its fallbacks checked against the primary when first resolved: a
+        misconfigured fallback is an error on the first call, not during an outage."""
+        known = self._chain is not None
+        chain = super().chain()
+        if not known:
+            primary = self.registry.get(chain[0].name, self.kind)
+            for target in chain[1:]:
+                self._check_fallback(primary, self.registry.get(target.name, self.kind), target.name)
+        return chain
+
     def _check_fallback(self, primary: Any, fallback: Any, name: str) -> None:
         same = (getattr(primary, "model", None), primary.dimension) == (getattr(fallback, "model", None),
                                                                           fallback.dimension)
