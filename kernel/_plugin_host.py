@@ -39,15 +39,17 @@ class PluginFailure:
 
 
 def _describe(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}"
+    from .logging import mask_text  # a plugin's error may quote a key it was given
+
+    return mask_text(str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}")
 
 
 def readable_name(plugin: object) -> str:
-    """A module's name, an entry point's, or `module.Class` of an object."""
+    """A module's name, an entry point's, or `module.Class` of an object (or of a class)."""
     name = getattr(plugin, "__name__", None)
-    if isinstance(name, str) and name:
+    if isinstance(name, str) and name and not isinstance(plugin, type):
         return name
-    cls = type(plugin)
+    cls = plugin if isinstance(plugin, type) else type(plugin)
     return f"{cls.__module__}.{cls.__qualname__}"
 
 

@@ -193,7 +193,7 @@ class RegisterCommand(Protocol):
         handler: CommandHandler | None,
         *,
         help: str,
-        arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+        arguments: Callable[[argparse.ArgumentParser], object] | None = None,
         needs_kernel: bool = True,
         **parser_options: Any,
     ) -> argparse.ArgumentParser:

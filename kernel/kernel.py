@@ -13,11 +13,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from . import _usage
 from . import logging as _logging
+from ._bootstrap import BUILTIN_PLUGINS, register_late
 from .contents import (
     ChatMessage,
     ChatRequest,
@@ -63,19 +63,6 @@ if TYPE_CHECKING:
 
 __all__ = ["BUILTIN_PLUGINS", "Kernel"]
 
-BUILTIN_PLUGINS: tuple[str, ...] = (
-    "connectors.openai_models",
-    "connectors.anthropic_models",
-    "connectors.llamacpp",
-    "connectors.sentence_transformers_embeddings",
-    "connectors.sqlite_store",
-    "connectors.pgvector_store",
-    "plugins.standard",
-)
-"""Modules registered as default plugins, exactly like third-party ones."""
-
-REGISTRATION_HOOKS = ("register_connectors", "register_plugins", "register_filters")
-
 log = _logging.LazyLogger("kernel")
 
 
@@ -100,6 +87,7 @@ class Kernel:
         """`plugins`: pluggy plugins (modules or objects with `@hookimpl`s) to register with
         the built-in ones; `http_clients`: an HTTP client per service name, given to that
         service's connector when it is built (tests inject `MockTransport` clients here)."""
+        from ._bootstrap import bootstrap
         from ._plugin_host import PluginHost
         from .services.registry import ServiceRegistry
 
@@ -125,38 +113,7 @@ class Kernel:
 
         self.host: PluginHost = PluginHost(strict=self.strict)
         self.pm = self.host.pm
-        added: list[object] = []
-        if builtins:
-            for module_name in BUILTIN_PLUGINS:
-                if module_name == "plugins.standard" and not self.settings.standard_plugins:
-                    continue
-                module = self.host.add_module(module_name)
-                if module is not None:
-                    added.append(module)
-        autoload = self.settings.plugin_autoload if load_entry_points is None else load_entry_points
-        if autoload:
-            from .hookspecs import ENTRY_POINT_GROUP
-
-            added += self.host.add_entry_points(ENTRY_POINT_GROUP, self.settings.plugin_allowlist)
-        for plugin in plugins:
-            try:
-                self.host.add(plugin)
-            except PluginError as exc:
-                self.host.fail(self.host.unique_name(plugin), exc)
-                continue
-            added.append(plugin)
-        for plugin in added:
-            try:
-                self._apply_registrations(plugin)
-            except Exception as exc:
-                self.host.fail(self.host.name_of(plugin), exc)
-                self.host.remove(plugin)
-        for directory in self.settings.plugin_dirs:
-            self.add_plugin(os.fspath(directory))
-        for plugin in self.host.plugins():
-            announce = partial(self.host.call, "kernel_configured", plugin, kernel=self)
-            if not self.host.guard(self.host.name_of(plugin), announce):
-                self.host.remove(plugin)
+        bootstrap(self, builtins=builtins, load_entry_points=load_entry_points, plugins=plugins)
 
     @property
     def plugin_failures(self) -> list[PluginFailure]:
@@ -165,68 +122,13 @@ class Kernel:
 
     # -- plugin registration --------------------------------------------------------------------
 
-    def _snapshot(self) -> tuple[Any, ...]:
-        return (
-            dict(self.services.connectors),
-            {name: (plugin, dict(plugin.functions)) for name, plugin in self.plugins.items()},
-            dict(self._functions_by_tool),
-            dict(self._functions_by_name),
-            {stage: list(filters) for stage, filters in self.filters.items()},
-        )
-
-    def _restore(self, snapshot: tuple[Any, ...]) -> None:
-        connectors, plugins, by_tool, by_name, filters = snapshot
-        self.services.connectors.clear()
-        self.services.connectors.update(connectors)
-        self.plugins.clear()
-        for name, (plugin, functions) in plugins.items():
-            plugin.functions.clear()
-            plugin.functions.update(functions)
-            self.plugins[name] = plugin
-        self._functions_by_tool, self._functions_by_name = by_tool, by_name
-        for stage, saved in filters.items():
-            self.filters[stage][:] = saved  # in place: the hot path holds the function list
-        self._namespaces = None
-
-    def _apply_registrations(self, plugin: object) -> None:
-        """Run `plugin`'s registration hooks; on any error undo everything it registered."""
-        source = self.host.name_of(plugin)
-
-        def register_connector(kind: Any, provider: str, factory: Any) -> None:
-            self.services.add_connector(kind, provider, factory, source)
-
-        def register_plugin(obj: object, name: str | None = None, description: str | None = None) -> None:
-            self.add_plugin(obj, name=name, description=description)
-
-        callbacks = {"register_connectors": register_connector, "register_plugins": register_plugin,
-                     "register_filters": self.add_filter}
-        snapshot = self._snapshot()
-        try:
-            for hook in REGISTRATION_HOOKS:
-                self.host.call(hook, plugin, register=callbacks[hook])
-        except BaseException:
-            self._restore(snapshot)
-            raise
-
     def register(self, plugin: object, name: str | None = None) -> None:
         """Register a pluggy plugin (a module or object with `@hookimpl`s) after start-up.
 
         All or nothing: a plugin that fails (an unknown hook, an error while it registers or
         in `kernel_configured`) leaves no trace and raises `PluginError`. Registering the same
         plugin again does nothing."""
-        if self.host.is_registered(plugin):
-            return
-        registered = self.host.add(plugin, name)
-        snapshot = self._snapshot()
-        try:
-            self._apply_registrations(plugin)
-            self.host.call("kernel_configured", plugin, kernel=self)
-        except Exception as exc:
-            self._restore(snapshot)
-            self.host.remove(plugin)
-            if isinstance(exc, PluginError):
-                raise
-            raise PluginError(f"plugin {registered!r} failed: {type(exc).__name__}: {exc}") from exc
+        register_late(self, plugin, name)
 
     # -- plugins and functions ------------------------------------------------------------
 
@@ -306,6 +208,13 @@ class Kernel:
             self._functions_by_name[fn.fully_qualified_name] = fn
         self._namespaces = None
         return plugin
+
+    def _unindex(self, fn: KernelFunction | None) -> None:
+        """Forget a removed function's lookups (and the template globals, rebuilt lazily)."""
+        if fn is not None:
+            self._functions_by_tool.pop(fn.tool_name, None)
+            self._functions_by_name.pop(fn.fully_qualified_name, None)
+        self._namespaces = None
 
     def add_function(self, function: KernelFunction | Callable[..., Any], plugin: str | None = None) -> KernelFunction:
         """Add one function (to `plugin`, default: the function's own plugin name)."""

@@ -92,13 +92,25 @@ class _Commands:
         self.names: dict[str, str] = {}
         self.source = ""
 
+    def add_from(self, host: PluginHost, plugin: object) -> None:
+        """Run `plugin`'s `register_commands`, all or nothing: when it fails (a name that
+        is taken, an error), the commands it added before failing are taken out again."""
+        self.source = host.name_of(plugin)
+        names, parsers = dict(self.names), dict(self.subparsers._name_parser_map)
+        listed = len(self.subparsers._choices_actions)
+        if not host.guard(self.source, partial(host.call, "register_commands", plugin, register=self)):
+            self.names = names
+            self.subparsers._name_parser_map.clear()  # in place: it is also the action's `choices`
+            self.subparsers._name_parser_map.update(parsers)
+            del self.subparsers._choices_actions[listed:]  # the lines of `kernel --help`
+
     def __call__(
         self,
         name: str,
         handler: CommandHandler | None,
         *,
         help: str,
-        arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+        arguments: Callable[[argparse.ArgumentParser], object] | None = None,
         needs_kernel: bool = True,
         **parser_options: Any,
     ) -> argparse.ArgumentParser:
@@ -126,8 +138,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     commands = _Commands(subparsers)
     host = _command_host(_first_command(argv), argv)
     for plugin in host.plugins():
-        commands.source = host.name_of(plugin)
-        host.guard(commands.source, partial(host.call, "register_commands", plugin, register=commands))
+        commands.add_from(host, plugin)
     for failure in host.failures:
         print(f"warning: {failure}", file=sys.stderr)
     return parser

@@ -1,18 +1,23 @@
 """kernel-echo: a third-party plugin for orchestration-kernel.
 
 It offers a chat provider `echo` (answers with the last user message, handy for wiring
-tests and demos) and a plugin `shout` with one native function. Both go through the
-hooks of `kernel.hookspecs`, exactly like the built-in connectors and plugins.
+tests and demos), a plugin `shout` with one native function and a command `kernel
+echo-hello NAME`. All go through the hooks of `kernel.hookspecs`, exactly like the
+built-in connectors, plugins and commands.
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kernel.contents import ChatMessage, ChatRequest, ChatResponse, StreamEnd, StreamEvent, TextDelta, Usage, UsageEvent
 from kernel.functions import kernel_function
-from kernel.hookspecs import hookimpl
+from kernel.hookspecs import RegisterCommand, hookimpl
+
+if TYPE_CHECKING:
+    from kernel import Kernel
 
 
 class EchoChatModel:
@@ -55,3 +60,21 @@ def register_connectors(register: Any) -> None:
 @hookimpl
 def register_plugins(register: Any) -> None:
     register([exclaim], name="shout")
+
+
+def _hello_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="who to greet")
+    parser.add_argument("--times", type=int, default=1, help="how loudly (exclamation marks)")
+
+
+async def _hello(args: argparse.Namespace, kernel: Kernel) -> int:
+    """`kernel echo-hello NAME`: greets through this package's own `shout.exclaim`."""
+    result = await kernel.invoke("shout.exclaim", text=f"Hello, {args.name}", times=args.times)
+    print(result.value)
+    return 0
+
+
+@hookimpl
+def register_commands(register: RegisterCommand) -> None:
+    register("echo-hello", _hello, help="greet someone, loudly (from the kernel-echo plugin)",
+             arguments=_hello_arguments)

@@ -1,0 +1,138 @@
+"""Building a kernel from its plugins: the built-in ones, entry points and plugins given
+in code are registered through the host, each plugin's registration hooks run (all or
+nothing per plugin), plugin folders of the configuration load, then `kernel_configured`
+runs. Also `Kernel.register()` after start-up.
+
+What a plugin registered is found by comparing snapshots of the kernel's registries taken
+before and after its hooks ran; registering only adds, so taking out the difference undoes
+it, whatever other plugins registered before or since.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from .errors import PluginError
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "connectors.openai_models",
+    "connectors.anthropic_models",
+    "connectors.llamacpp",
+    "connectors.sentence_transformers_embeddings",
+    "connectors.sqlite_store",
+    "connectors.pgvector_store",
+    "plugins.standard",
+)
+"""Modules registered as default plugins, exactly like third-party ones."""
+
+REGISTRATION_HOOKS = ("register_connectors", "register_plugins", "register_filters")
+
+Snapshot = tuple[Any, ...]
+
+
+def bootstrap(kernel: Kernel, *, builtins: bool, load_entry_points: bool | None, plugins: Iterable[object]) -> None:
+    """Register the kernel's plugins; a failing one is recorded (or raised under strict)."""
+    host, settings = kernel.host, kernel.settings
+    added: list[object] = []
+    if builtins:
+        for module_name in BUILTIN_PLUGINS:
+            if module_name == "plugins.standard" and not settings.standard_plugins:
+                continue
+            module = host.add_module(module_name)
+            if module is not None:
+                added.append(module)
+    autoload = settings.plugin_autoload if load_entry_points is None else load_entry_points
+    if autoload:
+        from .hookspecs import ENTRY_POINT_GROUP
+
+        added += host.add_entry_points(ENTRY_POINT_GROUP, settings.plugin_allowlist)
+    for plugin in plugins:
+        try:
+            host.add(plugin)
+        except PluginError as exc:
+            host.fail(host.unique_name(plugin), exc)
+            continue
+        added.append(plugin)
+    registered: dict[str, tuple[Snapshot, Snapshot]] = {}  # by plugin: the registries before and after its hooks
+    for plugin in added:
+        before = snapshot(kernel)
+        try:
+            apply_registrations(kernel, plugin)
+        except Exception as exc:
+            retract(kernel, before)
+            host.fail(host.name_of(plugin), exc)
+            host.remove(plugin)
+        else:
+            registered[host.name_of(plugin)] = (before, snapshot(kernel))
+    for directory in settings.plugin_dirs:
+        kernel.add_plugin(os.fspath(directory))
+    for plugin in host.plugins():
+        name, before = host.name_of(plugin), snapshot(kernel)
+        if not host.guard(name, partial(host.call, "kernel_configured", plugin, kernel=kernel)):
+            retract(kernel, before)  # what kernel_configured added, then what the plugin's hooks did
+            retract(kernel, *registered.get(name, (before, before)))
+            host.remove(plugin)
+
+
+def register_late(kernel: Kernel, plugin: object, name: str | None = None) -> None:
+    """`Kernel.register()`: all or nothing, a failure raised as `PluginError`."""
+    host = kernel.host
+    if host.is_registered(plugin):
+        return
+    registered = host.add(plugin, name)
+    before = snapshot(kernel)
+    try:
+        apply_registrations(kernel, plugin)
+        host.call("kernel_configured", plugin, kernel=kernel)
+    except Exception as exc:
+        retract(kernel, before)
+        host.remove(plugin)
+        if isinstance(exc, PluginError):
+            raise
+        raise PluginError(f"plugin {registered!r} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def apply_registrations(kernel: Kernel, plugin: object) -> None:
+    """Run `plugin`'s registration hooks (on an error, the caller undoes what they did)."""
+    source = kernel.host.name_of(plugin)
+
+    def register_connector(kind: Any, provider: str, factory: Any) -> None:
+        kernel.services.add_connector(kind, provider, factory, source)
+
+    def register_plugin(obj: object, name: str | None = None, description: str | None = None) -> None:
+        kernel.add_plugin(obj, name=name, description=description)
+
+    callbacks = {"register_connectors": register_connector, "register_plugins": register_plugin,
+                 "register_filters": kernel.add_filter}
+    for hook in REGISTRATION_HOOKS:
+        kernel.host.call(hook, plugin, register=callbacks[hook])
+
+
+def snapshot(kernel: Kernel) -> Snapshot:
+    plugins = {name: (plugin, dict(plugin.functions)) for name, plugin in kernel.plugins.items()}
+    return dict(kernel.services.connectors), plugins, {stage: list(f) for stage, f in kernel.filters.items()}
+
+
+def retract(kernel: Kernel, before: Snapshot, after: Snapshot | None = None) -> None:
+    """Take out what was registered between two snapshots (`after`: now), keeping what
+    was registered before and since."""
+    (connectors, plugins, filters), (new_connectors, new_plugins, new_filters) = before, after or snapshot(kernel)
+    for key in new_connectors.keys() - connectors.keys():
+        kernel.services.connectors.pop(key, None)
+    for name, (plugin, functions) in new_plugins.items():
+        for key in functions.keys() - (plugins[name][1].keys() if name in plugins else set()):
+            if (fn := plugin.functions.pop(key, None)) is not None:
+                kernel._unindex(fn)
+        if name not in plugins and not plugin.functions:
+            kernel.plugins.pop(name, None)
+    for stage, added in new_filters.items():
+        for filter in added[len(filters[stage]):]:
+            if filter in kernel.filters[stage]:
+                kernel.filters[stage].remove(filter)  # in place: the hot path holds the function list
+    kernel._unindex(None)
