@@ -197,16 +197,17 @@ async def test_a_fallback_serving_another_model_or_dimension_is_a_configuration_
 
 async def test_the_deadline_ends_a_hanging_call_with_an_error_naming_the_service() -> None:
     async def hang(fake: Fake, request: httpx2.Request) -> httpx2.Response:
-        await asyncio.sleep(5)
+        await asyncio.sleep(30)
         return embeddings(request, 1.0)
 
     fake = Fake(hang)
     async with make_kernel({"vectors": embedding_service(deadline=0.3)}, {"vectors": fake}) as kernel:
-        start = time.monotonic()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         with pytest.raises(DeadlineExceededError) as info:
             await kernel.services.embedding("vectors").embed(["a"])
-        elapsed = time.monotonic() - start
-    assert 0.25 <= elapsed < 2.0
+        elapsed = loop.time() - start
+    assert 0.3 <= elapsed < 30  # ended by the deadline, not by the server (which holds 30 s)
     assert "'vectors'" in str(info.value) and MODEL in str(info.value)
     assert len(fake.requests) == 1 and fake.in_flight == 0  # the hanging request was cancelled
 
@@ -280,14 +281,15 @@ async def test_a_configured_chat_service_with_an_injected_client_keeps_fallbacks
     assert len(primary.requests) == NO_BACKOFF.max_attempts and len(backup.requests) == 1
 
     async def hang(fake: Fake, request: httpx2.Request) -> httpx2.Response:
-        await asyncio.sleep(5)
+        await asyncio.sleep(30)
         return completion("too late")
 
     slow = Fake(hang)
     services = {"chat": chat_service(deadline=0.3), "backup": chat_service(fallbacks=[])}
     async with make_kernel(services, {"chat": slow, "backup": Fake(always(503))}) as kernel:
-        start = time.monotonic()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         with pytest.raises(DeadlineExceededError, match="'chat'"):
             await kernel.complete(ChatRequest([ChatMessage.user("hi")]), service="chat")
-    assert time.monotonic() - start < 2.0
+        assert loop.time() - start < 30  # the deadline ended it, not the server
     assert len(slow.requests) == 1
