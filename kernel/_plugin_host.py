@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,39 @@ def readable_name(plugin: object) -> str:
         return name
     cls = plugin if isinstance(plugin, type) else type(plugin)
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def normalize(name: str) -> str:
+    """A distribution name as packaging compares them (PEP 503): `Kernel_Echo` == `kernel-echo`."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def parse_allowlist(text: str) -> dict[str, set[str] | None]:
+    """`"dist, dist2:ep"` -> {distribution: entry-point names (None: all of them)}."""
+    allowed: dict[str, set[str] | None] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        distribution, _, entry_point = item.partition(":")
+        key = normalize(distribution.strip())
+        if not entry_point.strip():
+            allowed[key] = None
+        elif allowed.get(key, set()) is not None:
+            allowed.setdefault(key, set()).add(entry_point.strip())  # type: ignore[union-attr]
+    return allowed
+
+
+def _distribution(ep: Any) -> str | None:
+    dist = getattr(ep, "dist", None)
+    name = dist.metadata["Name"] if dist is not None else None
+    return normalize(name) if name else None
+
+
+def _allows(allowed: dict[str, set[str] | None], distribution: str | None, entry_point: str) -> bool:
+    if distribution is None or distribution not in allowed:
+        return False
+    names = allowed[distribution]
+    return names is None or entry_point in names
 
 
 class PluginHost:
@@ -128,23 +162,27 @@ class PluginHost:
         return module
 
     def add_entry_points(self, group: str, allowlist: str | None) -> list[object]:
-        """Load and register the plugins of entry-point `group`; `allowlist` (comma-separated
-        entry-point names, None: all) limits which."""
+        """Load and register the plugins of entry-point `group`. `allowlist` (None: all)
+        names *distributions*, each optionally narrowed to one entry point:
+        `"kernel-echo, acme-tools:shout"`. A package that squats an allowed entry-point name
+        is not loaded in its place: its distribution is not on the list."""
         from importlib.metadata import entry_points
 
-        allowed = {n.strip() for n in allowlist.split(",") if n.strip()} if allowlist is not None else None
+        allowed = parse_allowlist(allowlist) if allowlist is not None else None
         added: list[object] = []
         for ep in entry_points(group=group):
-            if allowed is not None and ep.name not in allowed:
-                log.info("plugin_skipped", plugin=ep.name, reason="not in plugin_allowlist")
+            distribution = _distribution(ep)
+            name = f"{distribution}:{ep.name}" if distribution else ep.name
+            if allowed is not None and not _allows(allowed, distribution, ep.name):
+                log.info("plugin_skipped", plugin=name, reason="not in plugin_allowlist")
                 continue
-            if self.pm.has_plugin(ep.name):
+            if self.pm.has_plugin(name):
                 continue
             try:
                 plugin = ep.load()
-                self.add(plugin, ep.name)
+                self.add(plugin, name)
             except Exception as exc:
-                self.fail(ep.name, exc)
+                self.fail(name, exc)
                 continue
             added.append(plugin)
         return added

@@ -4,7 +4,7 @@ samples/thirdparty_plugin/ is a tiny installable package, `kernel-echo`. Its mod
 implements the kernel's hooks (`register_connectors`, `register_plugins`): it adds a chat
 provider `echo` and a plugin `shout`. Installed with pip, the kernel loads it through the
 `orchestration_kernel` entry-point group (limit autoloading with
-KERNEL_PLUGIN_ALLOWLIST=echo, or turn it off with KERNEL_PLUGIN_AUTOLOAD=false). Here we
+KERNEL_PLUGIN_ALLOWLIST=kernel-echo, or turn it off with KERNEL_PLUGIN_AUTOLOAD=false). Here we
 register the module directly with `kernel.register(...)`.
 """
 

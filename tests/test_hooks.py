@@ -70,9 +70,9 @@ class TestThirdParty:
 
     async def test_autoload_registers_connector_plugin_and_filter(self, thirdparty: Path) -> None:
         k = Kernel(settings=KernelSettings(), builtins=False)
-        assert k.pm.get_plugin("thirdparty_ok") is not None
+        assert k.pm.get_plugin("thirdparty-ok:thirdparty_ok") is not None
         connector = k.services.connectors[("chat", "thirdparty-echo")]
-        assert connector.source == "thirdparty_ok"
+        assert connector.source == "thirdparty-ok:thirdparty_ok"
         result = await k.invoke("shout.shout", text="hi")
         assert result.value == "HI!"
         assert "shout.shout" in sys.modules["thirdparty_ok"].seen  # its function filter ran
@@ -90,29 +90,29 @@ class TestThirdParty:
     def test_broken_plugins_are_reported_by_name_and_kernel_starts(self, thirdparty: Path) -> None:
         k = Kernel(settings=KernelSettings(), builtins=False)
         found = failures(k)
-        assert "missing widget" in found["thirdparty_badimport"]
-        assert "RuntimeError" in found["thirdparty_badimport"]
-        assert "hook exploded" in found["thirdparty_badhook"]
-        assert "thirdparty_ok" not in found
+        assert "missing widget" in found["thirdparty-badimport:thirdparty_badimport"]
+        assert "RuntimeError" in found["thirdparty-badimport:thirdparty_badimport"]
+        assert "hook exploded" in found["thirdparty-badhook:thirdparty_badhook"]
+        assert "thirdparty-ok:thirdparty_ok" not in found
         assert ("chat", "thirdparty-echo") in k.services.connectors
         assert any("thirdparty_badimport" in str(f) for f in k.plugin_failures)
 
     def test_allowlist_from_environment(self, thirdparty: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("KERNEL_PLUGIN_ALLOWLIST", "thirdparty_ok, someone_else")
         k = Kernel(settings=KernelSettings(), builtins=False)
-        assert k.pm.get_plugin("thirdparty_ok") is not None
-        assert k.pm.get_plugin("thirdparty_badhook") is None
+        assert k.pm.get_plugin("thirdparty-ok:thirdparty_ok") is not None
+        assert k.pm.get_plugin("thirdparty-badhook:thirdparty_badhook") is None
         assert k.plugin_failures == []
         assert "thirdparty_badimport" not in sys.modules
 
     def test_autoload_off(self, thirdparty: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("KERNEL_PLUGIN_AUTOLOAD", "false")
         k = Kernel(settings=KernelSettings(), builtins=False)
-        assert k.pm.get_plugin("thirdparty_ok") is None
+        assert k.pm.get_plugin("thirdparty-ok:thirdparty_ok") is None
         assert ("chat", "thirdparty-echo") not in k.services.connectors
         assert k.plugin_failures == []
         k2 = Kernel(settings=KernelSettings(plugin_autoload=True), builtins=False, load_entry_points=False)
-        assert k2.pm.get_plugin("thirdparty_ok") is None
+        assert k2.pm.get_plugin("thirdparty-ok:thirdparty_ok") is None
 
     @pytest.mark.parametrize("bad", ["thirdparty_badimport", "thirdparty_badhook"])
     def test_strict_mode_raises_naming_the_plugin(self, thirdparty: Path, bad: str) -> None:

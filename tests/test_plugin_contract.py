@@ -415,7 +415,7 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
     return code, out, err
 
 
-CLASH_WARNING = ("warning: plugin 'contract_clash' failed: ValueError: command 'run' is already registered "
+CLASH_WARNING = ("warning: plugin 'contract-clash:contract_clash' failed: ValueError: command 'run' is already registered "
                  "by kernel.cli.functions")
 
 
@@ -429,7 +429,7 @@ def test_the_entry_points_are_installed(installed: Path) -> None:
 
 def test_a_package_command_runs_with_the_kernel(installed: Path, capsys: pytest.CaptureFixture[str],
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KERNEL_PLUGIN_ALLOWLIST", "echo")
+    monkeypatch.setenv("KERNEL_PLUGIN_ALLOWLIST", "kernel-echo")
     code, out, err = run_cli(capsys, "echo-hello", "World", "--times", "3")
     assert (code, out) == (0, "Hello, World!!!\n"), err  # through the kernel's `shout.exclaim`, from the package
     assert "warning" not in err and "contract_clash" not in sys.modules  # not allowed: never imported
@@ -437,7 +437,7 @@ def test_a_package_command_runs_with_the_kernel(installed: Path, capsys: pytest.
 
 def test_a_typed_plugin_command_runs(installed: Path, capsys: pytest.CaptureFixture[str],
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KERNEL_PLUGIN_ALLOWLIST", "typed_plugin")
+    monkeypatch.setenv("KERNEL_PLUGIN_ALLOWLIST", "typed-plugin")
     code, out, err = run_cli(capsys, "typed-hello", "Ada")
     assert code == 0, err
     assert re.fullmatch(r"hello Ada from \d+ plugins\n", out)

@@ -241,7 +241,7 @@ def test_10_third_party_plugin_loads_through_its_entry_point(tmp_path: Path, mon
     (dist / "entry_points.txt").write_text("[orchestration_kernel]\necho = kernel_echo\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.syspath_prepend(str(SAMPLES / "thirdparty_plugin"))
-    kernel = Kernel(settings=KernelSettings(plugin_allowlist="echo"), load_entry_points=True)
+    kernel = Kernel(settings=KernelSettings(plugin_allowlist="kernel-echo"), load_entry_points=True)
     assert ("chat", "echo") in kernel.services.connectors
     assert "shout" in kernel.plugins
     off = Kernel(settings=KernelSettings(plugin_allowlist="something_else"), load_entry_points=True)

@@ -36,12 +36,15 @@ raise ImportError("audit_broken needs a missing dependency")
 '''
 
 
-def install(site: Path, name: str, source: str) -> None:
+def install(site: Path, name: str, source: str, *, entry_point: str | None = None) -> None:
+    """A real (if tiny) installed distribution `name` whose module `name` is registered
+    as entry point `entry_point` (default: its own name)."""
     (site / f"{name}.py").write_text(source, encoding="utf-8")
     info = site / f"{name}-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n", encoding="utf-8")
-    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{name} = {name}\n", encoding="utf-8")
+    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{entry_point or name} = {name}\n",
+                                          encoding="utf-8")
 
 
 @pytest.fixture
@@ -75,9 +78,38 @@ async def test_plugin_outside_allowlist_is_never_imported(site: tuple[Path, Path
     k = Kernel(settings=KernelSettings(), builtins=False)
     assert "audit_sneaky" not in sys.modules and "audit_broken" not in sys.modules
     assert not marker.exists()
-    assert k.pm.get_plugin("audit_sneaky") is None
+    assert k.pm.get_plugin("audit-sneaky:audit_sneaky") is None
     assert (await k.invoke("audit_good.ping")).value == "pong"
     assert k.plugin_failures == []
+    assert "audit-good:audit_good" in dict(k.pm.list_name_plugin())  # distribution:entry point
+
+
+async def test_a_package_squatting_an_allowed_entry_point_name_is_not_loaded(
+    site: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The allowlist names distributions: another package declaring an entry point called
+    `audit_good` is not the allowed `audit_good` distribution and is never imported."""
+    root, _ = site
+    squat_marker = root / "squatter-was-imported"
+    install(root, "squatter", SNEAKY.format(marker=str(squat_marker)), entry_point="audit_good")
+    importlib.invalidate_caches()
+    monkeypatch.setenv("KERNEL_PLUGIN_ALLOWLIST", "audit_good")
+    try:
+        k = Kernel(settings=KernelSettings(), builtins=False)
+        assert not squat_marker.exists() and "squatter" not in sys.modules
+        assert (await k.invoke("audit_good.ping")).value == "pong"
+    finally:
+        sys.modules.pop("squatter", None)
+
+
+def test_an_allowlist_entry_may_name_one_entry_point_of_a_distribution(
+    site: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, marker = site
+    monkeypatch.setenv("KERNEL_PLUGIN_ALLOWLIST", "Audit-Good:audit_good, audit_sneaky:other_name")
+    k = Kernel(settings=KernelSettings(), builtins=False)
+    assert "audit_good" in k.plugins  # distribution names compare normalized (PEP 503)
+    assert not marker.exists()  # audit_sneaky is allowed only for an entry point it does not have
 
 
 def test_autoload_off_imports_nothing(site: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -92,8 +124,9 @@ async def test_plugin_raising_at_import_is_reported_and_isolated(site: tuple[Pat
     _, marker = site
     k = Kernel(settings=KernelSettings(), builtins=False)
     failures = {f.name: f.error for f in k.plugin_failures}
-    assert "audit_broken" in failures
-    assert "ImportError" in failures["audit_broken"] and "missing dependency" in failures["audit_broken"]
+    assert "audit-broken:audit_broken" in failures
+    error = failures["audit-broken:audit_broken"]
+    assert "ImportError" in error and "missing dependency" in error
     assert marker.exists()  # no allowlist: every installed plugin is code that runs (documented)
     assert (await k.invoke("audit_good.ping")).value == "pong"
 
