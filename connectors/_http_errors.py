@@ -20,6 +20,7 @@ from kernel.errors import (
     ProviderStatusError,
     ProviderTimeoutError,
 )
+from kernel.logging import mask_text
 
 _MAX_DETAIL = 400
 
@@ -49,9 +50,11 @@ def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
 
 
 def redact(text: str, secret: str | None) -> str:
-    """`text` without `secret`, shortened to a readable length."""
+    """`text` without `secret` or any other secret the kernel knows (a header value, a URL
+    password echoed by the server), shortened to a readable length."""
     if secret and len(secret) >= 4:
         text = text.replace(secret, "***")
+    text = mask_text(text)
     if len(text) > _MAX_DETAIL:
         text = text[:_MAX_DETAIL] + "..."
     return text

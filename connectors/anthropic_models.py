@@ -54,6 +54,7 @@ from kernel.contents import (
 )
 from kernel.errors import ConfigurationError, ProviderError, ProviderStatusError
 from kernel.hookspecs import hookimpl
+from kernel.logging import register_secret_env
 from kernel.services import ModelProfile, Provider
 
 from ._http_errors import map_exception
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
 
 PROVIDER = "anthropic"
 DEFAULT_KEY_ENV = "ANTHROPIC_API_KEY"
+register_secret_env("ANTHROPIC_AUTH_TOKEN")  # the SDK sends it (as a bearer token) when it is set
 DEFAULT_MAX_TOKENS = 1024
 _FINISH = {
     "end_turn": "stop",

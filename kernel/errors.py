@@ -19,13 +19,15 @@ contain secrets.
     │   └── SandboxViolationError
     ├── InvocationError
     │   ├── RecursionLimitError
+    │   ├── BudgetExceededError      (too many model or function calls for one invocation)
     │   └── FunctionTimeoutError
     ├── ServiceError
     │   ├── ServiceNotFoundError
     │   └── ProviderError            (a provider call failed: service, provider, model)
     │       ├── ProviderStatusError  (HTTP status, retryable or not)
     │       ├── ProviderTimeoutError
-    │       └── ProviderConnectionError
+    │       ├── ProviderConnectionError
+    │       └── CircuitOpenError     (the service failed repeatedly and is skipped for a while)
     ├── DeadlineExceededError
     ├── ToolLoopError
     ├── ApprovalDeniedError
@@ -135,6 +137,11 @@ class RecursionLimitError(InvocationError):
     """Functions called each other deeper than the configured limit."""
 
 
+class BudgetExceededError(InvocationError):
+    """One top-level invocation made more model calls or function calls than its budget
+    (`max_model_calls`, `max_function_calls`) allows."""
+
+
 class FunctionTimeoutError(InvocationError, TimeoutError):
     """A function ran longer than its timeout."""
 
@@ -210,6 +217,10 @@ class ProviderConnectionError(ProviderError):
     """The provider could not be reached, or the connection dropped."""
 
     retryable = True
+
+
+class CircuitOpenError(ProviderError):
+    """The service's circuit breaker is open: it failed too often and is skipped for a while."""
 
 
 class DeadlineExceededError(KernelError, TimeoutError):

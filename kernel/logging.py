@@ -1,43 +1,105 @@
 """Logging: secret redaction on every event, and an opt-in structlog configuration.
 
 Every log line passes through `redact`, which masks values of secret-looking keys
-(`api_key`, `authorization`, `token`, ...), every secret value the kernel knows of (keys
-from the configuration and provider environment variables), and common key shapes
-(`sk-...`, `Bearer ...`) wherever they appear in a string.
+(`api_key`, `authorization`, `token`, `cookie`, `x-...-key`, ...), every secret value the
+kernel knows of, and common secret shapes (`sk-...`, `Bearer ...`, the password of
+`scheme://user:password@host`, `password=...` in key=value DSNs) wherever they appear in a
+string.
+
+The kernel knows (registers) a secret when a service is configured: its `api_key`, the
+value of the variable its `api_key_env` names (read again each time a `Kernel` is built),
+the values of auth-looking headers (`options.default_headers`...), and the passwords of
+DSNs and URLs with userinfo. Provider key variables (`OPENAI_API_KEY`, ...) and
+`$KERNEL_POSTGRES_DSN` are registered too. `mask_text` is the one function every output
+path uses: log lines, `kernel config show`, `KernelSettings.masked()` and `repr()`, errors
+and tool results sent to models, and plugin failure records.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
+from urllib.parse import quote, unquote
 
 MASK = "***"
 # A key names a secret when its last word is one of these: `api_key`, `OPENAI_API_KEY`,
-# `access_token`, `x-api-key`, `db_password`; not `max_tokens` or `input_tokens`.
+# `access_token`, `x-api-key`, `db_password`, `Cookie`; or, in a header-style name, `-key`
+# and `-auth` (`X-Goog-Key`); not `max_tokens`, `input_tokens`, `primary_key`.
 _SECRET_KEYS = re.compile(
-    r"(?:^|[_\-.])(?:api[_-]?key|apikey|authorization|token|secret|password|passwd|dsn|credentials?)$", re.I
+    r"(?:^|[_\-.])(?:api[_-]?key|apikey|authorization|token|secret|password|passwd|dsn|credentials?|cookies?)$"
+    r"|-(?:key|auth)$",
+    re.I,
 )
 
 
 def is_secret_key(key: str) -> bool:
-    """Whether a field named `key` holds a secret (and its value must be masked)."""
+    """Whether a field (or header) named `key` holds a secret (and its value must be masked)."""
     return bool(_SECRET_KEYS.search(key))
+
+
+# Shapes masked wherever they appear. The user of `scheme://user:password@` and the name of
+# `password=` stay readable; only the secret part is replaced.
 _SECRET_SHAPES = re.compile(
-    r"(sk-[A-Za-z0-9_\-]{8,}|sk-ant-[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9._\-]{8,}"
-    r"|(?<=://)[^/\s:@]+:[^/\s@]+(?=@))"
+    r"(?P<whole>sk-[A-Za-z0-9_\-]{8,}|(?i:bearer)\s+[A-Za-z0-9._\-+/=~]{8,})"
+    r"|://(?P<user>[^/\s:@]*):(?P<url_password>[^/\s@]+)(?=@)"
+    r"|(?P<name>(?i:passw(?:or)?d|pwd)\s*=\s*)"
+    r"(?P<kv_password>'(?:[^'\\]|\\.)*'|[^\s'\"&;,]+)"
 )
+_SHAPE_HINTS = ("sk-", "earer", "EARER", "@", "=")  # a text holding none of these has no shape to mask
 _PROVIDER_KEY_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AZURE_OPENAI_API_KEY")
 
+MIN_SECRET_LENGTH = 6
+"""Shorter values are never registered: masking them would mangle ordinary text."""
+_COMMON_VALUES = frozenset({
+    "password", "passwd", "postgres", "secret", "changeme", "example", "localhost", "default",
+    "not-needed", "123456", "12345678", "qwerty", "letmein", "admin123", "none", "null", "true", "false",
+})
+"""Well-known placeholder values, not registered (they would be masked in every word that
+holds them); in a URL or `password=` they are still masked by shape."""
+
+_AUTH_SCHEMES = frozenset({"bearer", "basic", "token", "digest", "apikey", "key", "bot", "sso-key"})
+_MIN_COOKIE_SECRET = 12
+
 _known_secrets: set[str] = set()
+_by_length: tuple[str, ...] = ()  # the same, longest first: a secret holding another is masked whole
+_secret_envs: set[str] = set(_PROVIDER_KEY_ENV)
+
+
+def _shape(match: re.Match[str]) -> str:
+    if match.group("url_password") is not None:
+        return f"://{match.group('user')}:{MASK}"
+    if match.group("kv_password") is not None:
+        return f"{match.group('name')}{MASK}"
+    return MASK
+
+
+def _forms(value: str) -> Iterator[str]:
+    """`value` and the forms it takes in other texts: percent-encoded or decoded (URLs),
+    escaped (JSON, which tool results are)."""
+    for form in {value, unquote(value)}:
+        yield form
+        yield quote(form, safe="")
+        yield json.dumps(form, ensure_ascii=False)[1:-1]
 
 
 def register_secret(value: str | None) -> None:
-    """Remember a secret value so that it is masked wherever it would be logged."""
-    if value and len(value) >= 6:
-        _known_secrets.add(value)
+    """Remember a secret value so that it is masked wherever it would be logged or shown.
+
+    Values shorter than `MIN_SECRET_LENGTH` and well-known placeholders are ignored."""
+    global _by_length
+    if not value or len(value) < MIN_SECRET_LENGTH:
+        return
+    added = False
+    for form in _forms(value):
+        if len(form) >= MIN_SECRET_LENGTH and form.lower() not in _COMMON_VALUES and form not in _known_secrets:
+            _known_secrets.add(form)
+            added = True
+    if added:
+        _by_length = tuple(sorted(_known_secrets, key=len, reverse=True))
 
 
 def register_secrets(values: Iterable[str | None]) -> None:
@@ -45,27 +107,117 @@ def register_secrets(values: Iterable[str | None]) -> None:
         register_secret(value)
 
 
+def register_secret_env(name: str | None) -> None:
+    """Remember that the environment variable `name` holds a secret (a key, a DSN): its
+    value is registered now and again each time a `Kernel` is built (`refresh`)."""
+    if name:
+        _secret_envs.add(name)
+        register_secrets(secrets_in(os.environ.get(name), _env_key(name)))
+
+
+def _env_key(name: str) -> str:
+    """How the value of a secret variable is read: a DSN for its password, anything else whole."""
+    return name if name.lower().endswith("dsn") else "secret"
+
+
+def _register_envs() -> None:
+    for name in tuple(_secret_envs):
+        register_secrets(secrets_in(os.environ.get(name), _env_key(name)))
+
+
+def passwords_in(text: str) -> list[str]:
+    """The passwords `text` holds: of URLs with userinfo (`postgresql://u:PASS@h/db`) and of
+    key=value DSNs (`host=h password=PASS`)."""
+    if "@" not in text and "=" not in text:
+        return []
+    found: list[str] = []
+    for match in _SECRET_SHAPES.finditer(text):
+        if match.group("url_password") is not None:
+            found.append(match.group("url_password"))
+        elif match.group("kv_password") is not None:
+            value = match.group("kv_password")
+            if value.startswith("'"):
+                value = re.sub(r"\\(.)", r"\1", value[1:-1])
+            found.append(value)
+    return found
+
+
+def secrets_in(value: Any, key: str = "") -> Iterator[str]:
+    """The secrets in plain configuration data: values of secret-named keys and headers
+    (and the credentials of `Bearer xyz`, the values of a `Cookie`), passwords of URLs and
+    DSNs anywhere, `SecretStr` values."""
+    if value is None:
+        return
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from secrets_in(v, str(k))
+    elif isinstance(value, list | tuple | set | frozenset):
+        for v in value:
+            yield from secrets_in(v, key)
+    elif hasattr(value, "get_secret_value"):
+        yield from secrets_in(value.get_secret_value(), "secret")
+    elif isinstance(value, str):
+        passwords = passwords_in(value)
+        yield from passwords
+        # A DSN is secret for its password only: without one, nothing of it is registered.
+        if passwords or not key or not is_secret_key(key) or key.lower().endswith("dsn"):
+            return
+        yield value
+        scheme, _, credentials = value.strip().partition(" ")
+        if credentials and scheme.lower() in _AUTH_SCHEMES:  # `Bearer xyz`, `Basic dXNlcjpwYXNz`
+            yield credentials.strip()
+        if key.lower().endswith(("cookie", "cookies")):  # session ids, not `theme=dark`
+            yield from (v for v in (pair.partition("=")[2].strip() for pair in value.split(";"))
+                        if len(v) >= _MIN_COOKIE_SECRET)
+
+
 def mask_text(text: str) -> str:
     """`text` with every known secret and secret-shaped token masked."""
-    for secret in _known_secrets:
+    for secret in _by_length:
         if secret in text:
             text = text.replace(secret, MASK)
-    return _SECRET_SHAPES.sub(MASK, text)
+    for hint in _SHAPE_HINTS:
+        if hint in text:
+            return _SECRET_SHAPES.sub(_shape, text)
+    return text
+
+
+def mask_data(value: Any, key: str = "", mask: str = MASK) -> Any:
+    """Plain data (dicts, lists, strings) with the values of secret-named keys replaced by
+    `mask` and every string passed through `mask_text`."""
+    if value is not None and key and is_secret_key(key):
+        return mask
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, Mapping):
+        return {k: mask_data(v, str(k), mask) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_data(v, key, mask) for v in value]
+    return value
+
+
+_PLAIN = (int, float, bool, type(None))
 
 
 def _scrub(value: Any, depth: int = 0) -> Any:
     if isinstance(value, str):
         return mask_text(value)
-    if depth > 4:
+    if isinstance(value, _PLAIN):
         return value
-    if isinstance(value, dict):
-        return {k: (MASK if isinstance(k, str) and _SECRET_KEYS.search(k) else _scrub(v, depth + 1))
-                for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_scrub(v, depth + 1) for v in value)
+    if depth <= 4:
+        if isinstance(value, dict):
+            return {k: (MASK if isinstance(k, str) and _SECRET_KEYS.search(k) else _scrub(v, depth + 1))
+                    for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(_scrub(v, depth + 1) for v in value)
     if isinstance(value, BaseException):
         return mask_text(f"{type(value).__name__}: {value}")
-    return value
+    try:  # any other object is rendered as text: mask it when that text holds a secret
+        text = str(value)
+    except Exception:
+        return value
+    masked = mask_text(text)
+    return value if masked == text else masked
 
 
 def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -101,7 +253,7 @@ def refresh() -> None:
     application's `logging` configuration (or Python's default: warnings to stderr) decides.
     """
     global INFO_ENABLED
-    register_secrets(os.environ.get(name) for name in _PROVIDER_KEY_ENV)
+    _register_envs()
     if _explicit:
         return
     structlog = sys.modules.get("structlog")
@@ -122,7 +274,7 @@ def configure(level: str = "warning", fmt: str = "console", stream: Any = None) 
 
     _explicit = True
     _generation += 1
-    register_secrets(os.environ.get(name) for name in _PROVIDER_KEY_ENV)
+    _register_envs()
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"

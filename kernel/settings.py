@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,9 +23,19 @@ from pydantic_settings import (
 )
 
 from .errors import ConfigurationError
+from .logging import mask_data, register_secret_env, register_secrets, secrets_in
 
 CONFIG_ENV_VAR = "KERNEL_CONFIG"
 DEFAULT_CONFIG_FILE = "kernel.toml"
+SHOWN_MASK = "**********"
+"""What `masked()` and `kernel config show` print for a secret (as `SecretStr` does)."""
+
+
+def _masked_repr_args(args: Iterable[tuple[str | None, Any]]) -> Iterator[tuple[str | None, Any]]:
+    """A model's repr arguments with secrets masked: plain data through `mask_data`
+    (`SecretStr` and nested models show themselves masked)."""
+    for name, value in args:
+        yield name, mask_data(value, name or "", SHOWN_MASK) if isinstance(value, str | dict | list | tuple) else value
 
 
 class RetrySettings(BaseModel):
@@ -38,6 +49,17 @@ class RetrySettings(BaseModel):
     multiplier: float = Field(2.0, ge=1)
     jitter: float = Field(0.2, ge=0, le=1, description="fraction of random spread on each backoff")
     max_retry_after: float = Field(60.0, ge=0, description="cap on a provider's Retry-After")
+
+
+class BreakerSettings(BaseModel):
+    """A circuit breaker per service: after `failures` consecutive failed calls the service
+    is skipped (straight to its fallbacks, or an error) for `cooldown` seconds; then one
+    trial call decides whether it closes again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    failures: int = Field(5, ge=1, description="consecutive failed calls that open the breaker")
+    cooldown: float = Field(30.0, gt=0, description="seconds the open breaker skips the service")
 
 
 class ServiceSettings(BaseModel):
@@ -62,17 +84,43 @@ class ServiceSettings(BaseModel):
         default_factory=dict, description="connector options (model_path, n_ctx, dsn, path...)"
     )
     timeout: float | None = Field(None, gt=0, description="per-request timeout, seconds")
-    deadline: float | None = Field(None, gt=0, description="whole call incl. retries, seconds")
+    deadline: float | None = Field(600.0, gt=0, description="whole call incl. retries and fallbacks, seconds")
+    stream_idle_timeout: float | None = Field(
+        120.0, gt=0, description="longest wait for the next event of a stream, seconds"
+    )
     max_concurrency: int = Field(16, ge=1, description="concurrent requests to this service")
     retry: RetrySettings | None = None
+    breaker: BreakerSettings | None = Field(None, description="circuit breaker (default: the kernel's)")
     fallbacks: list[str] = Field(default_factory=list, description="services tried in order")
 
     def secret(self, default_env: str | None = None) -> str | None:
-        """The API key: from the settings, else from `api_key_env` or the provider default."""
+        """The API key: from the settings, else from `api_key_env` or the provider default
+        (registered, so that it is masked wherever it would be logged or shown)."""
         if self.api_key is not None:
             return self.api_key.get_secret_value()
         env = self.api_key_env or default_env
+        register_secret_env(env)
         return os.environ.get(env) if env else None
+
+    def secret_values(self) -> list[str]:
+        """Every secret this service holds or names: its key (`api_key`, or the value of
+        `api_key_env`), the values of auth-looking headers and of other secret-named
+        options and settings, and the passwords of DSNs and URLs with userinfo."""
+        values = list(secrets_in([self.api_key, self.base_url, self.options, self.settings]))
+        if self.api_key_env:
+            values += secrets_in(os.environ.get(self.api_key_env), "secret")
+        return values
+
+    @model_validator(mode="after")
+    def _register_secrets(self) -> Self:
+        """A configured service's secrets are known (and masked everywhere) from now on; the
+        variable of `api_key_env` is read again each time a `Kernel` is built."""
+        register_secret_env(self.api_key_env)
+        register_secrets(self.secret_values())
+        return self
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        return _masked_repr_args(super().__repr_args__())
 
 
 class LogSettings(BaseModel):
@@ -95,6 +143,9 @@ class ToolLoopSettings(BaseModel):
     max_argument_bytes: int = Field(64_000, ge=1)
     tool_timeout: float | None = Field(60.0, gt=0)
     max_repeats: int = Field(2, ge=1, description="same call with same arguments allowed N times")
+    max_result_chars: int = Field(
+        20_000, ge=100, description="a longer tool result is cut, with a note to the model"
+    )
     on_exhausted: Literal["final_call", "error"] = "final_call"
 
 
@@ -129,13 +180,25 @@ class KernelSettings(BaseSettings):
     strict_plugins: bool = Field(False, description="fail when a plugin cannot be loaded")
     plugin_autoload: bool = Field(True, description="load third-party plugins from entry points")
     plugin_allowlist: str | None = Field(
-        None, description="comma-separated entry-point names allowed to autoload (default: all)"
+        None, description="comma-separated distributions allowed to autoload, each optionally narrowed to "
+        "one entry point: 'kernel-echo, acme-tools:shout' (default: all)"
     )
     standard_plugins: bool = Field(True, description="register the standard plugins (time, math...)")
     max_call_depth: int = Field(16, ge=1, description="nesting limit of function calls")
+    max_model_calls: int = Field(
+        100, ge=1, description="model calls one top-level invocation may make, nested ones included"
+    )
+    max_function_calls: int = Field(
+        1000, ge=1, description="function invocations one top-level invocation may make, nested ones included"
+    )
+    recall_collections: list[str] = Field(
+        default_factory=lambda: ["docs"],
+        description="memory collections a model may read through memory.recall (tool calls, templates)",
+    )
     # `model_validate({})` rather than the class: type checkers without pydantic's plugin
     # do not know that every field has a default.
     retry: RetrySettings = Field(default_factory=lambda: RetrySettings.model_validate({}))
+    breaker: BreakerSettings = Field(default_factory=lambda: BreakerSettings.model_validate({}))
     tool_loop: ToolLoopSettings = Field(default_factory=lambda: ToolLoopSettings.model_validate({}))
     log: LogSettings = Field(default_factory=lambda: LogSettings.model_validate({}))
     prices: dict[str, Price] = Field(default_factory=dict, description="keyed by model id")
@@ -192,5 +255,11 @@ class KernelSettings(BaseSettings):
             raise ConfigurationError(f"invalid configuration ({origin}): {problems}") from None
 
     def masked(self) -> dict[str, Any]:
-        """The effective configuration as plain data, secrets masked."""
-        return self.model_dump(mode="json")  # SecretStr dumps as '**********'
+        """The effective configuration as plain data, secrets masked: keys, values of
+        secret-named fields and headers (`Authorization`, `X-Api-Key`, `Cookie`, `dsn`...),
+        passwords in URLs and DSNs, and every secret the kernel knows of."""
+        data: dict[str, Any] = mask_data(self.model_dump(mode="json"), mask=SHOWN_MASK)
+        return data
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        return _masked_repr_args(super().__repr_args__())

@@ -221,3 +221,91 @@ def test_without_any_configuration_warnings_reach_stderr_only(tmp_path: Path) ->
     result = _probe("none", tmp_path)
     assert result["output"] == "" and result["structlog_configured"] is False
     assert "plugin_failed" in result["stderr"] and "sk-proj-abcdefghijklmnop1234" not in result["stderr"]
+
+
+# --- every secret the kernel knows (see also tests/hardening/test_secrets_known.py) ----------
+
+
+@pytest.mark.parametrize(
+    ("key", "secret"),
+    [("Cookie", True), ("Set-Cookie", True), ("Proxy-Authorization", True), ("X-Auth-Token", True),
+     ("api-key", True), ("X-Team-Key", True), ("X-Vendor-Secret", True), ("X-Gateway-Auth", True),
+     ("X-Request-Id", False), ("Content-Type", False), ("primary_key", False), ("cache_key", False)],
+)
+def test_auth_looking_header_names_are_secret(key: str, secret: bool) -> None:
+    assert klog.is_secret_key(key) is secret
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [("host=db user=app password=kvpass-0a1b dbname=app", "host=db user=app password=*** dbname=app"),
+     ("host=db password='quoted pass 42' dbname=app", "host=db password=*** dbname=app"),
+     ("KERNEL_DB_PASSWORD=envpass-9z8y", "KERNEL_DB_PASSWORD=***"),
+     ("postgresql://h/db?sslmode=require&password=qpass-77&x=1", "postgresql://h/db?sslmode=require&password=***&x=1"),
+     ("postgresql://:emptyuser-pass@h/db", "postgresql://:***@h/db"),
+     ("https://gw:gwpass-5c6d@llm.example/v1", "https://gw:***@llm.example/v1"),
+     ("https://llm.example:8443/v1?a=b", "https://llm.example:8443/v1?a=b")],
+)
+def test_password_shapes_masked_and_the_rest_kept(text: str, masked: str) -> None:
+    assert klog.mask_text(text) == masked
+
+
+def test_short_and_common_values_are_not_registered() -> None:
+    """A floor and well-known placeholders: masking them would mangle ordinary text; in a
+    URL or `password=` they are still masked by shape."""
+    for value in ("abc12", "postgres", "password", "not-needed"):
+        klog.register_secret(value)
+    assert klog.mask_text("abc12 uses postgres") == "abc12 uses postgres"
+    assert klog.mask_text("postgresql://postgres:postgres@db/app") == "postgresql://postgres:***@db/app"
+
+
+def test_a_secret_holding_another_is_masked_whole() -> None:
+    klog.register_secret("nested-secret-1")
+    klog.register_secret("nested-secret-1-and-its-tail")
+    assert klog.mask_text("x nested-secret-1-and-its-tail y") == f"x {klog.MASK} y"
+
+
+def test_forms_of_a_secret_are_masked() -> None:
+    """Percent-decoded (a DSN password as an error quotes it) and JSON-escaped (a tool result)."""
+    klog.register_secret("p%40ss%22word-31")
+    assert klog.mask_text('said p@ss"word-31') == f"said {klog.MASK}"
+    assert klog.mask_text(json.dumps({"v": 'p@ss"word-31'})) == f'{{"v": "{klog.MASK}"}}'
+
+
+def test_secret_values_found_in_configuration_data() -> None:
+    data = {"dsn": "postgresql://u:dsnpass-1@h/db", "nodsn": {"dsn": "postgresql://localhost/db"},
+            "default_headers": {"Authorization": "Bearer hdrtok-22",
+                                "Cookie": "a=1; theme=dark-mode; sid=cookie-session-33",
+                                "Accept": "application/json"},
+            "base_url": "https://u:urlpass-44@h", "token": "plain-token-55", "model": "gpt-x"}
+    found = set(klog.secrets_in(data))
+    assert found >= {"dsnpass-1", "Bearer hdrtok-22", "hdrtok-22", "cookie-session-33", "urlpass-44", "plain-token-55"}
+    assert not found & {"dark-mode", "postgresql://u:dsnpass-1@h/db", "postgresql://localhost/db",
+                        "application/json", "gpt-x"}
+
+
+def test_objects_rendered_as_text_are_masked(captured: tuple[Kernel, io.StringIO]) -> None:
+    _, stream = captured
+
+    class Holder:
+        def __str__(self) -> str:
+            return f"Holder({SECRET_IN_SETTINGS})"
+
+        __repr__ = __str__
+
+    nested: dict[str, Any] = {"a": {"b": {"c": {"d": {"e": {"f": SECRET_IN_SETTINGS}}}}}}
+    klog.get_logger("test").warning("objects", holder=Holder(), deep=nested)
+    out = stream.getvalue()
+    assert "event=objects" in out and SECRET_IN_SETTINGS not in out
+
+
+def test_settings_repr_masks_headers_dsn_and_url_passwords() -> None:
+    service = ServiceSettings(
+        provider="openai", base_url="https://gw:repr-url-pass@h/v1",
+        options={"default_headers": {"X-Api-Key": "repr-header-key", "Accept": "text/plain"},
+                 "dsn": "host=h password=repr-dsn-pass"})
+    settings = KernelSettings(services={"x": service})
+    shown = "\n".join([repr(settings), str(settings), repr(service), str(service), json.dumps(settings.masked())])
+    for secret in ("repr-url-pass", "repr-header-key", "repr-dsn-pass"):
+        assert secret not in shown
+    assert "text/plain" in shown and "https://gw:***@h/v1" in shown

@@ -31,22 +31,13 @@ async def cmd_config_show(args: argparse.Namespace, kernel: Kernel | None) -> in
     return EXIT_OK
 
 
-MASK = "**********"
-
-
 def mask_config(value: Any, key: str = "") -> Any:
-    """Mask secret-looking keys and secret-shaped values (belt and braces over SecretStr)."""
-    from ..logging import is_secret_key, mask_text
+    """Mask secret-looking keys and headers, secret-shaped values and every known secret
+    (belt and braces over `KernelSettings.masked()`, which does the same)."""
+    from ..logging import mask_data
+    from ..settings import SHOWN_MASK
 
-    if isinstance(value, dict):
-        return {k: mask_config(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [mask_config(v, key) for v in value]
-    if value is not None and is_secret_key(key):
-        return MASK
-    if isinstance(value, str):
-        return mask_text(value)
-    return value
+    return mask_data(value, key, SHOWN_MASK)
 
 
 def _toml_value(value: Any) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import MissingSecretError
-from ..logging import register_secret
+from ..logging import register_secret, register_secret_env, register_secrets
 
 if TYPE_CHECKING:
     from ..settings import ServiceSettings
@@ -28,11 +28,20 @@ class Provider:
     name: ClassVar[str]
     """The provider's name in configuration (`provider = "openai"`)."""
     key_env: ClassVar[str | None] = None
-    """The environment variable read for the key when the service names none."""
+    """The environment variable read for the key when the service names none (its value is
+    masked wherever it would be logged or shown, from the moment the provider class exists)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        register_secret_env(cls.key_env)
 
     def __init__(self, service: str, settings: ServiceSettings, *, http_client: Any = None) -> None:
         self.service = service
         self.settings = settings
+        # The key, auth headers, DSN and URL passwords: known even if the settings were
+        # changed after they were read.
+        register_secrets(settings.secret_values())
+        register_secret_env(settings.api_key_env or self.key_env)
         self.http_client = http_client
         self._client: Any = None
 
