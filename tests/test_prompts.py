@@ -263,6 +263,86 @@ class TestSandbox:
         with pytest.raises(SandboxViolationError, match="append"):
             await make_kernel().render(fn, items=[1])
 
+    async def test_allowed_methods_of_the_builtin_types_still_work(self) -> None:
+        source = (
+            "{{ s.upper() }}|{{ s.split(',')|join('+') }}|{{ s.replace('a', 'A', 1) }}|{{ s.center(7, '*') }}|"
+            "{{ s.translate(s.maketrans('a', 'b')) }}|{{ '{0}-{0}'.format(s) }}|{{ '%(x)s!' % {'x': s} }}|"
+            "{{ d.get('k') }}{{ d.items()|list|length }}|{{ [3, 1].index(1) }}|{{ (7).bit_length() }}|"
+            "{{ (1.5).is_integer() }}|{{ range(4).stop }}|{{ '\t'.expandtabs(tabsize=2)|length }}"
+        )
+        fn = PromptFunction.from_template(source, name="t", plugin="tpl", inputs=["s", "d"])
+        messages = await make_kernel().render(fn, s="a,b", d={"k": 1})
+        assert messages[0].content == "A,B|a+b|A,b|**a,b**|b,b|a,b-a,b|a,b!|11|1|3|False|4|2"
+
+    @pytest.mark.parametrize(
+        ("source", "refused"),
+        [
+            ("{{ s.encode() }}", "encode"),
+            ("{{ (1).to_bytes(10**8, 'big')|length }}", "to_bytes"),
+            ("{{ (1).from_bytes('ab', 'big') }}", "from_bytes"),
+            ("{{ dict.fromkeys(s) }}", "fromkeys"),
+            ("{{ (1.5).fromhex('0x1p3') }}", "fromhex"),
+            ("{{ (s|e).escape(s) }}", "escape"),
+            ("{{ '{0.to_bytes}'.format(1) }}", "to_bytes"),
+            ("{{ ([s]|map(attribute='encode')|first)() }}", "encode"),
+        ],
+    )
+    async def test_methods_outside_the_allowlist_are_refused_by_name(self, source: str, refused: str) -> None:
+        fn = PromptFunction.from_template(source, name="t", plugin="tpl", inputs=["s"])
+        tracemalloc.start()
+        try:
+            with pytest.raises(SandboxViolationError, match=refused):
+                await make_kernel().render(fn, s="x")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 8 * 2**20, f"{peak / 2**20:.1f} MiB"
+
+    async def test_a_method_that_did_not_come_through_an_attribute_is_checked_too(self) -> None:
+        @kernel_function
+        def method(name: str) -> Any:
+            return getattr("x", name)
+
+        k = make_kernel()
+        k.add_plugin([method], name="m")
+        with pytest.raises(SandboxViolationError, match="encode"):
+            await render(k, "{{ m.method('encode')() }}")
+        with pytest.raises(SandboxViolationError, match=r"str\.ljust would make 100,000,000"):
+            await render(k, "{{ m.method('ljust')(10**8)|length }}")
+
+    async def test_a_width_that_is_not_an_int_is_bounded_too(self) -> None:
+        """An application value used as a width (anything with `__index__`) is sized like an int."""
+
+        class Width:
+            def __index__(self) -> int:
+                return 10**8
+
+        fn = PromptFunction.from_template("{{ s.ljust(w)|length }}|{{ s.zfill(w)|length }}", name="t",
+                                          plugin="tpl", inputs=["s", "w"])
+        tracemalloc.start()
+        try:
+            with pytest.raises(SandboxViolationError, match=r"str\.ljust would make 100,000,000"):
+                await make_kernel().render(fn, s="x", w=Width())
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 8 * 2**20, f"{peak / 2**20:.1f} MiB"
+
+    @pytest.mark.parametrize(
+        "source",
+        [
+            "{{ s.translate({0x65e5: 'x' * 999999})|length }}",  # the long entry's character is absent
+            "{{ s.replace('a', 'b' * 999, 1000)|length }}",  # the count keeps it under the limit
+            "{{ ('{0}' * 999).format(s * 1000)|length }}",  # 999 fields of 1,000 characters
+            "{{ (('%(a)s' * 999) % {'a': s * 1000})|length }}",
+            "{{ (s * 333333).upper()|length }}",  # ASCII: the same length
+        ],
+    )
+    async def test_size_models_allow_what_fits(self, source: str) -> None:
+        fn = PromptFunction.from_template(source, name="t", plugin="tpl", inputs=["s"])
+        messages = await make_kernel().render(fn, s="abc"[:1] if "translate" not in source else "abc" * 1000)
+        assert int(messages[0].content) <= 1_000_000
+
 
 class TestVariablesVersusPlugins:
     async def test_method_call_on_a_variable_is_accepted(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import jinja2
@@ -13,20 +13,33 @@ from jinja2 import nodes
 from jinja2.exceptions import SecurityError, UndefinedError
 
 from ..errors import SandboxViolationError, TemplateRenderError, TemplateSyntaxError
-from .sandbox import (
-    ENVIRONMENT,
-    MAX_OUTPUT_CHARS,
-    REMOVED_GLOBALS,
-    SYNC_ENVIRONMENT,
-    RenderBudget,
-    bounded_range,
-    check_weight,
-)
+from .bounds import CAPTURED, MAX_CAPTURED_CHARS, MAX_OUTPUT_CHARS, MAX_RANGE_TOTAL, check_weight
+from .sandbox import ENVIRONMENT, REMOVED_GLOBALS, SYNC_ENVIRONMENT
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
 
 TEMPLATE_CACHE_SIZE = 512
+
+
+class RenderBudget:
+    """Per-render budget for `range` items, shared by all loops of one render."""
+
+    __slots__ = ("remaining",)
+
+    def __init__(self) -> None:
+        self.remaining = MAX_RANGE_TOTAL
+
+
+def bounded_range(budget: RenderBudget) -> Callable[..., range]:
+    def bounded_range(*args: int) -> range:
+        rng = range(*args)
+        budget.remaining -= len(rng)
+        if budget.remaining < 0:
+            raise SecurityError(f"loops in this template exceed {MAX_RANGE_TOTAL:,} range items")
+        return rng
+
+    return bounded_range
 
 
 class TemplateFunction:
@@ -156,6 +169,7 @@ class CompiledTemplate:
 
     async def render(self, variables: Mapping[str, Any], functions: Mapping[str, Any]) -> str:
         budget = RenderBudget()
+        captured = CAPTURED.set([MAX_CAPTURED_CHARS])
         context = dict(functions)
         context.update(variables)
         context["range"] = bounded_range(budget)
@@ -192,6 +206,8 @@ class CompiledTemplate:
             if hasattr(exc, "function"):  # ArgumentError from a nested call: keep it precise
                 raise
             raise TemplateRenderError(f"{self.name}: {type(exc).__name__}: {exc}") from None
+        finally:
+            CAPTURED.reset(captured)
         return "".join(parts)
 
 

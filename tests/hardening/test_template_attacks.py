@@ -25,9 +25,10 @@ from kernel.errors import (
     SandboxViolationError,
     TemplateError,
     TemplateRenderError,
+    TemplateSyntaxError,
 )
-from kernel.prompts import TEMPLATES
-from kernel.prompts.sandbox import MAX_OUTPUT_CHARS, MAX_RANGE_TOTAL, MAX_SEQUENCE_LENGTH
+from kernel.prompts import TEMPLATES, CompiledTemplate
+from kernel.prompts.bounds import MAX_OUTPUT_CHARS, MAX_RANGE_TOTAL, MAX_SEQUENCE_LENGTH
 from kernel.testing import ScriptedChatModel, tool_call
 
 MEMORY_BOUND_MB = 100.0  # per bomb, through the whole prompt-function path
@@ -104,6 +105,7 @@ async def test_format_without_private_fields_still_works(kernel: Kernel) -> None
 # --- bombs ---------------------------------------------------------------------------------
 
 S = "{% set s = 'A' * 999999 %}"
+K = "{% set k = 'A' * 100000 %}"
 DAG = "{% set ns = namespace(x=[0]) %}{% for i in range(60) %}{% set ns.x = [ns.x, ns.x] %}{% endfor %}"
 MACRO_DAG = "{% macro f(x, n) %}{% if n %}{{ f([x, x], n - 1) }}{% else %}{{ OUT }}{% endif %}{% endmacro %}"
 
@@ -144,6 +146,51 @@ BOMBS = {
     "macro doubling %": MACRO_DAG.replace("OUT", "'%s' % (x,)") + "{{ f([0], 60) }}",
     "macro doubling into a function": MACRO_DAG.replace("OUT", "text.upper(x)") + "{{ f([0], 60) }}",
     "recursive macro": "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+    # growing `str` methods, each checked by its size model before it runs
+    "str.translate maketrans": "{{ ('a' * 100000).translate(''.maketrans({'a': 'x' * 1000}))|length }}",
+    "str.translate dict": "{{ ('a' * 100000).translate({97: 'x' * 1000})|length }}",
+    "str.translate list": "{{ ('a' * 100000).translate([None] * 97 + ['x' * 1000])|length }}",
+    "str.expandtabs keyword": "{{ ('\t' * 1000).expandtabs(tabsize=10**6)|length }}",
+    "str.center": "{{ 'x'.center(10**9)|length }}",
+    "str.rjust through attr": "{{ ('x'|attr('rjust'))(10**9)|length }}",
+    "Markup.zfill": "{{ ('1'|e).zfill(10**9)|length }}",
+    "Markup.replace with count": "{% set m = ('A' * 999)|e %}{{ m.replace('A', '\"' * 1001, 999)|length }}",
+    "str.replace with count": S + "{{ s.replace('A', 'AA', 999999)|length }}",
+    "Markup.join": "{{ (','|e).join(['<' * 999999])|length }}",
+    "str.upper of non-ASCII": "{{ ('\u00df' * 999999).upper()|length }}",
+    # a value used in many fields counts once per field
+    "format repeated field": K + "{{ ('{0}' * 1000).format(k)|length }}",
+    "format repeated repr": K + "{{ ('{0!r}' * 1000).format(k)|length }}",
+    "format_map repeated field": K + "{{ ('{a}' * 1000).format_map({'a': k})|length }}",
+    "format repeated width": "{{ ('{0:>999999}' * 100).format('x')|length }}",
+    "format repeated nested width": "{{ ('{0:{1}}' * 100).format('x', 999999)|length }}",
+    "% repeated field": K + "{{ (('%(a)s' * 1000) % {'a': k})|length }}",
+    "% repeated width": "{{ (('%999999s' * 100) % (('x',) * 100))|length }}",
+    "format filter repeated field": K + "{{ (('%(a)s' * 1000)|format(a=k))|length }}",
+    # integers: `*` grows like `**`
+    "int * int": "{{ (10**1000 * 10**1000)|string|length }}",
+    "int doubling by *": "{% set ns = namespace(x=10**1000) %}{% for i in range(40) %}{% set ns.x = ns.x * ns.x %}"
+    "{% endfor %}{{ ns.x.bit_length() }}",
+    # values turned into text: counted as the text they make
+    "list of big ints": "{{ [10**1000] * 9999 }}",
+    "join of floats": "{{ ([1.2345678901234567e-300] * 999999)|join|length }}",
+    "list of floats printed": "{{ [1.2345678901234567e-300] * 999999 }}",
+    "escaped list of floats": "{{ ([1.2345678901234567e-300] * 999999)|e|length }}",
+    # methods outside the allowlist
+    "int.to_bytes": "{{ (1).to_bytes(10**8, 'big')|length }}",
+    "str.encode": "{{ 'x'.encode() }}",
+    "dict.fromkeys": "{{ dict.fromkeys(range(10))|length }}",
+    # output captured in macros and blocks never reaches the output cap: it has its own budget
+    "macro capturing a big value": "{% set s = 'A' * 999999 %}{% macro m() %}{% for i in range(200) %}{{ s }}"
+    "{% endfor %}{% endmacro %}{{ m()|length }}",
+    "set block capturing a big value": "{% set s = 'A' * 999999 %}{% set t %}{% for i in range(200) %}{{ s }}"
+    "{% endfor %}{% endset %}{{ t|length }}",
+    "filter block capturing a big value": "{% set s = 'A' * 999999 %}{% filter length %}{% for i in range(200) %}"
+    "{{ s }}{% endfor %}{% endfilter %}",
+    "caller capturing a big value": "{% set s = 'A' * 999999 %}{% macro outer() %}{{ caller()|length }}{% endmacro %}"
+    "{% call outer() %}{% for i in range(200) %}{{ s }}{% endfor %}{% endcall %}",
+    "macro called in a loop": "{% set s = 'A' * 999999 %}{% macro m() %}{{ s }}{% endmacro %}"
+    "{% for i in range(100000) %}{{ m()|length }}{% endfor %}",
 }
 
 # The limit that stops each bomb. A bomb stopped at its limit did a bounded amount of work
@@ -154,14 +201,26 @@ OUTPUT_LIMIT = f"rendered output exceeds {MAX_OUTPUT_CHARS:,} characters"
 POWER_LIMIT = "is too large for a template"
 SIZE_LIMIT = f"{MAX_SEQUENCE_LENGTH:,}( item)? limit"
 RECURSION_LIMIT = "recursion too deep"
+PRINTED_LIMIT = "the text this render prints .* exceeds"
+ALLOWLIST = r"access to attribute '\w+' of '\w+' object is unsafe"
 LIMIT_OF = {
     "power tower": POWER_LIMIT,
     "big power": POWER_LIMIT,
+    "int * int": POWER_LIMIT,
+    "int doubling by *": POWER_LIMIT,
+    "int.to_bytes": ALLOWLIST,
+    "str.encode": ALLOWLIST,
+    "dict.fromkeys": ALLOWLIST,
     "nested range": RANGE_LIMIT,
     "huge range": RANGE_LIMIT,
     "comprehension-like for": RANGE_LIMIT,
     "repeat in loop -> output cap": OUTPUT_LIMIT,
     "recursive macro": RECURSION_LIMIT,
+    "macro capturing a big value": PRINTED_LIMIT,
+    "set block capturing a big value": PRINTED_LIMIT,
+    "filter block capturing a big value": PRINTED_LIMIT,
+    "caller capturing a big value": PRINTED_LIMIT,
+    "macro called in a loop": PRINTED_LIMIT,
 }
 
 
@@ -219,6 +278,18 @@ async def test_every_bomb_is_refused_by_the_sandbox_at_its_limit_in_bounded_memo
     print(f"\n{len(peaks)} bombs: worst traced peak {peaks[worst]:.1f} MiB ({worst})")
     assert set(LIMIT_OF) <= set(BOMBS), set(LIMIT_OF) - set(BOMBS)  # the table follows the list
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("source", ["{{ (1).__lshift__(10**9) }}", "{{ 'x'.__mod__ }}",
+                                    "{{ ((1)|attr('__lshift__'))(10**9) }}", "{{ ('%s'|attr('__mod__'))('x') }}"])
+async def test_shift_and_dunder_number_methods_are_unreachable(source: str) -> None:
+    """Jinja has no `<<` operator (a syntax error when the template loads); `int.__lshift__`,
+    `str.__mod__` and the other dunder methods are private attributes: refused when the
+    template loads, or when `|attr` reaches them at render time."""
+    with pytest.raises(TemplateSyntaxError, match="unexpected '<'"):
+        CompiledTemplate("{{ 1 << 10**9 }}", "shift")
+    with pytest.raises(SandboxViolationError, match="__"):
+        await CompiledTemplate(source, "dunder").render({}, {})
 
 
 async def test_size_limits_leave_ordinary_templates_alone(kernel: Kernel) -> None:
