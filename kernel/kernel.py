@@ -106,7 +106,11 @@ class Kernel:
         self.filters: dict[Stage, list[Filter]] = {stage: [] for stage in STAGES}
         self._function_filters = self.filters["function"]  # the same list, read on the hot path
         self._max_depth = self.settings.max_call_depth
+        self._max_model_calls = self.settings.max_model_calls
+        self._max_function_calls = self.settings.max_function_calls
         self.approval: Callable[..., Any] | None = None
+        """Default approval callback `(function, arguments, call) -> bool` (sync or async)
+        of tool loops and plan steps, asked for every function with `needs_approval`."""
         self._namespaces: dict[str, PluginNamespace] | None = None
         self._functions_by_tool: dict[str, KernelFunction] = {}
         self._functions_by_name: dict[str, KernelFunction] = {}
@@ -295,7 +299,12 @@ class Kernel:
         **kwargs: Any,
     ) -> FunctionResult:
         """Invoke a function with validated arguments; returns its value and the usage of
-        every model call made on its behalf (nested calls included)."""
+        every model call made on its behalf (nested calls included).
+
+        A call outside any invocation is top-level: it and everything nested under it share
+        one budget of `max_model_calls` and `max_function_calls` (`BudgetExceededError`).
+        A function with `needs_approval` reached while serving a model (a tool call, a plan
+        step) runs only when the approval callback says yes (`ApprovalDeniedError`)."""
         fn = self.get_function(function) if isinstance(function, str) else function
         if arguments is None:
             args: dict[str, Any] = kwargs
@@ -305,11 +314,19 @@ class Kernel:
         else:
             args = arguments if isinstance(arguments, dict) else dict(arguments)
         parent = _usage.METER.get()
-        depth = 0 if parent is None else parent[0]
-        if depth >= self._max_depth:
-            raise self._too_deep(fn)
+        if parent is None:  # _enter() inlined (the hot path): a top-level call, a fresh budget
+            depth, budget = 0, [1, 0, self._max_function_calls, self._max_model_calls]
+        else:
+            depth, _, budget = parent
+            if depth >= self._max_depth:
+                raise self._too_deep(fn)
+            budget[0] += 1  # function calls made, against max_function_calls: see _usage.Budget
+            if budget[0] > budget[2]:
+                raise _usage.exceeded(budget, "function", fn.fully_qualified_name)
+        if fn.needs_approval:  # asks only inside an approval scope (a call made for a model)
+            await _usage.check_approval(fn, args)
         meter = result = FunctionResult(fn.fully_qualified_name, None, Usage(), 0.0)
-        token = _usage.METER.set((depth + 1, meter))
+        token = _usage.METER.set((depth + 1, meter, budget))
         logged = _logging.INFO_ENABLED  # build no log event when info is filtered out
         start = time.perf_counter() if logged else 0.0
         try:
@@ -344,6 +361,22 @@ class Kernel:
                 log.info("function_invoked", function=fn.fully_qualified_name, outcome="ok",
                          duration_ms=round((time.perf_counter() - start) * 1000, 3))
         return result
+
+    def _enter(self, fn: KernelFunction, parent: _usage.Scope | None) -> tuple[int, _usage.Budget]:
+        """The depth and budget of a new invocation of `fn` (what `invoke` does inline)."""
+        if parent is None:
+            return 0, self._budget(1)
+        depth, _, budget = parent
+        if depth >= self._max_depth:
+            raise self._too_deep(fn)
+        budget[_usage.FUNCTIONS] += 1
+        if budget[_usage.FUNCTIONS] > budget[_usage.MAX_FUNCTIONS]:
+            raise _usage.exceeded(budget, "function", fn.fully_qualified_name)
+        return depth, budget
+
+    def _budget(self, functions: int) -> _usage.Budget:
+        """A fresh budget of a top-level invocation (`functions`: calls made already)."""
+        return [functions, 0, self._max_function_calls, self._max_model_calls]
 
     def _too_deep(self, fn: KernelFunction) -> RecursionLimitError:
         return RecursionLimitError(
@@ -420,21 +453,33 @@ class Kernel:
             yield FinalMessage(ChatMessage("assistant", text), result.usage)
             return
         parent = _usage.METER.get()
-        if parent is not None and parent[0] >= self._max_depth:
-            raise self._too_deep(fn)
-        async for event in fn.stream(self, fn.validate(args), getattr(arguments, "settings", None)):
-            yield event
+        depth, budget = self._enter(fn, parent)
+        if fn.needs_approval:
+            await _usage.check_approval(fn, args)
+        meter = FunctionResult(fn.fully_qualified_name, None, Usage(), 0.0)
+        events = fn.stream(self, fn.validate(args), getattr(arguments, "settings", None))
+        # The stream runs as one invocation (its nested calls and model calls counted and
+        # metered), in a task of its own so the running invocation never leaks to the caller.
+        try:
+            async for event in _usage.scoped(events, (depth + 1, meter, budget)):
+                yield event
+        finally:
+            _usage.close(meter, parent)
 
     # -- model calls ---------------------------------------------------------------------
 
     async def complete(self, request: ChatRequest, service: str | None = None) -> ChatResponse:
-        """One chat call through the kernel (retries, fallbacks), usage recorded."""
+        """One chat call through the kernel (retries, fallbacks), usage recorded. Counts
+        against the running invocation's model-call budget (`max_model_calls`)."""
+        _usage.model_call(f"model call to {service or 'the default chat service'}")
         response = await self.services.chat(service).complete(request)
         _usage.record(response.usage, response.model, self.settings.prices)
         return response
 
     async def stream(self, request: ChatRequest, service: str | None = None) -> AsyncIterator[StreamEvent]:
-        """One streamed chat call through the kernel; usage recorded at the end."""
+        """One streamed chat call through the kernel; usage recorded at the end. Counts
+        against the running invocation's model-call budget (`max_model_calls`)."""
+        _usage.model_call(f"model call to {service or 'the default chat service'}")
         accumulator = StreamAccumulator()
         async for event in self.services.chat(service).stream(request):
             accumulator.add(event)
@@ -470,19 +515,37 @@ class Kernel:
     async def chat(
         self, messages: Sequence[ChatMessage] | ChatHistory | str, **options: Unpack[ChatOptions]
     ) -> ChatResult:
-        """A chat turn with kernel functions offered as tools; see `kernel.chat.tool_loop`."""
+        """A chat turn with kernel functions offered as tools; see `kernel.chat.tool_loop`.
+        Outside an invocation the turn is a top-level invocation: its model calls and the
+        tool calls' nested calls share one budget."""
         from .chat import run_chat
 
-        return await run_chat(self, messages, **options)
+        if _usage.METER.get() is not None:
+            return await run_chat(self, messages, **options)
+        token = _usage.METER.set(self._top_level("chat"))
+        try:
+            return await run_chat(self, messages, **options)
+        finally:
+            _usage.METER.reset(token)
 
     async def chat_stream(
         self, messages: Sequence[ChatMessage] | ChatHistory | str, **options: Unpack[ChatOptions]
     ) -> AsyncIterator[KernelStreamEvent]:
-        """`chat` as one event stream: deltas, tool-call events, then a FinalMessage."""
+        """`chat` as one event stream: deltas, tool-call events, then a FinalMessage (one
+        budget for the turn, as `chat`)."""
         from .chat import stream_chat
 
-        async for event in stream_chat(self, messages, **options):
+        events = stream_chat(self, messages, **options)
+        if _usage.METER.get() is None:
+            events = _usage.scoped(events, self._top_level("chat"))
+        async for event in events:
             yield event
+
+    def _top_level(self, name: str) -> _usage.Scope:
+        """The running invocation of a chat turn started by the application: depth 0 (its
+        tool calls are at depth 1, as when invoked directly), a fresh budget."""
+        meter = FunctionResult(name, None, Usage(), 0.0)
+        return 0, meter, self._budget(0)
 
     async def plan(self, goal: str, **options: Unpack[PlanOptions]) -> Plan:
         """Ask a chat service for a validated plan toward `goal`; see `kernel.planning`."""

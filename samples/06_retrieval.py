@@ -30,6 +30,8 @@ Cite the sources you use like [1].
 
 async def main(kernel: Kernel | None = None, question: str = QUESTION) -> Any:
     kernel = kernel or Kernel()
+    if COLLECTION not in kernel.settings.recall_collections:  # memory.recall reads only granted collections
+        kernel.settings.recall_collections.append(COLLECTION)
     memory = SemanticMemory(kernel.services.embedding(), kernel.services.memory())
     report = await memory.ingest(DOCS, collection=COLLECTION)
     print(f"ingested {report.files} files: {report.added} chunks embedded, {report.skipped} already stored")

@@ -58,6 +58,8 @@ def section(title: str) -> None:
 async def main(kernel: Kernel | None = None) -> Any:
     started = time.perf_counter()
     kernel = kernel or Kernel()
+    if COLLECTION not in kernel.settings.recall_collections:  # memory.recall reads only granted collections
+        kernel.settings.recall_collections.append(COLLECTION)
     section("services")
     for kind in ("chat", "embedding", "memory"):
         print(f"{kind:>9}: {kernel.services.default_name(kind)}")

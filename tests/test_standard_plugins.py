@@ -364,6 +364,7 @@ async def test_memory_recall_formats_hits_with_sources(kernel: Kernel, tmp_path:
         MemoryRecord("1", "zebra zoo", v1, {"source": "zoo.md", "heading": "Animals"}),
         MemoryRecord("2", "apple banana", v2, {"source": "fruit.md"}),
     ])
+    kernel.settings.recall_collections.append("facts")  # recall reads only granted collections
     recalled = (await kernel.invoke("memory.recall", question="zebra", collection="facts", k=1)).value
     assert recalled == "[1] (source: zoo.md#Animals) zebra zoo"
     await kernel.aclose()

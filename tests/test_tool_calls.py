@@ -387,7 +387,7 @@ async def test_function_raising_or_timing_out_becomes_an_error_result() -> None:
     assert boom == "error: calc.boom failed: RuntimeError: disk full"
     assert slow == "error: calc.slow timed out after 0.05 s"
     assert own == "error: calc.own_timeout timed out after 0.05 s"
-    assert [c[0] for c in calc.calls] == ["boom", "slow", "own_timeout"]
+    assert sorted(c[0] for c in calc.calls) == ["boom", "own_timeout", "slow"]  # sync ones run in threads
     assert result.text == "ok"
 
 

@@ -16,9 +16,16 @@ Rules of the loop:
   calls before it finish first, the calls after it wait.
 * **Bad requests never crash the loop** and never run the function: an unknown or
   not-offered function, arguments that are not a JSON object, too large, or invalid
-  for the parameters, a repeated identical call (beyond `max_repeats`), a function that
-  raises or times out, a call the user declined. The model gets a short `error: ...`
-  result (secrets masked, file paths stripped, no traceback) and the loop goes on.
+  for the parameters (also NaN/Infinity, an integer of over 100 digits, nesting over 32
+  levels, lone surrogates), a repeated identical call (beyond `max_repeats`), a function
+  that raises or times out, a call the user declined. The model gets a short `error: ...`
+  result (secrets masked, paths and host:port stripped, no traceback); the loop goes on.
+* **Ids.** A repeated (or empty) call id gets a suffix (`call_1`, `call_1_2`) in the
+  assistant message and its tool message alike, so each call is answered once.
+* **Results** are text, secrets masked, at most `max_result_chars` characters: a longer
+  one is cut, with a note saying how long it was. A plain sync function runs in a worker
+  thread (at most 16 in the process) under `tool_timeout`; one that times out is
+  abandoned (a thread cannot be stopped) and its result dropped.
 * **Named `tool_choice`** (`"plugin.function"`, or `"required"`) forces a call in the
   first request only; later requests use `auto`, otherwise a forced call would loop
   until a limit.
@@ -44,7 +51,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -74,12 +80,16 @@ from .history import ChatHistory
 from .tools import (
     DECLINED,
     NO_APPROVER,
-    interruptible,
+    cut_result,
+    invoke_tool,
+    parse_arguments,
     resolve_policy,
     result_text,
     select_functions,
     short_error,
     tool_spec,
+    unique_calls,
+    valid_unicode,
 )
 
 if TYPE_CHECKING:
@@ -266,6 +276,8 @@ class _Loop:
             if not calls:
                 self._append(message)
                 return self._finish(response, "answered", emit)
+            message = unique_calls(message)  # unique ids, encodable text: the next request must carry them
+            calls = message.tool_calls
             reason = self._exhausted(len(calls))
             if reason is not None:
                 return await self._exhaust(message, reason, emit)
@@ -384,7 +396,14 @@ class _Loop:
         if emit is not None:
             emit(ToolCallStarted(call))
         start = time.perf_counter()
-        result = await self._process(call, fn)
+        try:
+            result = await self._process(call, fn)
+        except Exception as exc:  # a bug in a check must not break the pairing of calls and results
+            log.warning("tool_call_unhandled", function=call.name[:80], error=type(exc).__name__)
+            result = ToolResult(call.id, call.name, short_error(f"the call failed: {type(exc).__name__}"), True)
+        content = cut_result(valid_unicode(result.content), self.policy.max_result_chars)
+        if content is not result.content:  # what a filter set is cut too; the full value is not sent
+            result = ToolResult(result.call_id, result.name, content, result.is_error)
         duration = time.perf_counter() - start
         results[index] = result
         name = fn.fully_qualified_name if fn is not None else None
@@ -397,27 +416,20 @@ class _Loop:
     async def _process(self, call: ToolCall, fn: KernelFunction | None) -> ToolResult:
         """Check, filter, approve and run one call; every failure becomes an error result."""
 
+        keep = () if fn is None else (fn.fully_qualified_name,)  # its own name stays, even `report.csv`
+
         def error(text: str) -> ToolResult:
-            return ToolResult(call.id, call.name, short_error(text), True)
+            return ToolResult(call.id, call.name, short_error(text, keep), True)
 
         if fn is None:
             names = ", ".join(sorted(self.offered)[:20]) or "none"
             return error(f"unknown function {call.name[:80]!r}; available tools: {names}")
         name = fn.fully_qualified_name
-        raw = call.arguments or "{}"
-        size = len(raw.encode("utf-8", "replace"))
-        if size > self.policy.max_argument_bytes:
-            return error(f"arguments of {name} are {size} bytes, over the limit of "
-                         f"{self.policy.max_argument_bytes} bytes")
-        try:
-            parsed = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            return error(f"arguments of {name} are not valid JSON ({exc.msg} at position {exc.pos})")
-        except RecursionError:  # '[[[[...' within the size limit: the decoder recurses per level
-            return error(f"arguments of {name} are nested too deeply")
-        if not isinstance(parsed, dict):
-            return error(f"arguments of {name} must be a JSON object, not {type(parsed).__name__}")
-        key = (fn.tool_name, json.dumps(parsed, sort_keys=True, separators=(",", ":"), default=str))
+        checked = parse_arguments(call.arguments, name, self.policy.max_argument_bytes)
+        if isinstance(checked, str):
+            return error(checked)
+        parsed, canonical = checked
+        key = (fn.tool_name, canonical)
         count = self.repeats.get(key, 0) + 1
         self.repeats[key] = count
         if count > self.policy.max_repeats:
@@ -452,17 +464,22 @@ class _Loop:
         return result
 
     async def _run_function(self, context: ToolCallContext) -> None:
+        from .. import _usage
+
         fn, call = context.function, context.call
         if fn.needs_approval and not await self._approved(fn, context.arguments, call):
             text = DECLINED if self.approval is not None else NO_APPROVER
             context.result = ToolResult(call.id, call.name, text, True)
             return
-        timeout = self.policy.tool_timeout
-        if timeout and interruptible(fn):
-            async with asyncio.timeout(timeout):  # no extra task, unlike wait_for
-                value = await self.kernel.invoke(fn, context.arguments)
-        else:
-            value = await self.kernel.invoke(fn, context.arguments)
+        # Everything this call runs, however nested (a prompt function's template, a native
+        # function's kernel.invoke), serves the model: a gated function reached from it asks
+        # the same callback. This call itself was approved above: `granted`, not asked twice.
+        scope = _usage.ApprovalScope(self.approval, call, fn.fully_qualified_name if fn.needs_approval else None)
+        token = _usage.APPROVAL.set(scope)
+        try:
+            value = await invoke_tool(self.kernel, fn, context.arguments, self.policy)
+        finally:
+            _usage.APPROVAL.reset(token)
         self.tool_usage.add(value.usage)
         # Known secrets never go to the model, from an error or from a result.
         context.result = ToolResult(call.id, call.name, mask_text(result_text(value.value)))

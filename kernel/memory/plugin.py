@@ -1,10 +1,18 @@
 """The `memory` plugin: `recall` formats search hits with numbered source references, for
-templates and tool calls: `{{ memory.recall(question, collection="docs") }}`."""
+templates and tool calls: `{{ memory.recall(question, collection="docs") }}`.
+
+`recall` is the model-facing way into memory, so it reads only the collections the
+application granted in `KernelSettings.recall_collections` (default `["docs"]`): the
+kernel checks the collection, whoever passed it (a tool call's arguments, a template,
+a plan step, a direct invoke), before the store or the embedding service is touched.
+Applications read any collection through `SemanticMemory` directly.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
+from ..errors import ArgumentError
 from ..functions import kernel_function
 from ..kernel import Kernel  # a runtime name: the injected parameter's type hint
 from .semantic import DEFAULT_COLLECTION, SemanticMemory, format_hits
@@ -38,6 +46,14 @@ class MemoryPlugin:
         *,
         kernel: Kernel,
     ) -> str:
+        granted = kernel.settings.recall_collections
+        if collection not in granted:
+            raise ArgumentError(
+                "memory.recall", "collection",
+                f"collection {collection[:80]!r} is not granted to recall; recall_collections grants "
+                f"{', '.join(map(repr, granted)) or 'none'} (the application grants more in the setting "
+                "recall_collections, KERNEL_RECALL_COLLECTIONS)",
+            )
         hits = await self.memory(kernel).search(question, collection, max(1, min(k, 50)))
         return format_hits(hits)
 

@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..contents import Usage
+from .._usage import APPROVAL, ApprovalScope
+from ..contents import ToolCall, Usage
 from ..errors import ApprovalDeniedError, KernelError, PlanError, PlanExecutionError, PlanValidationError
 from ..logging import LazyLogger
 from .generation import parse_reply
@@ -185,6 +186,8 @@ async def execute_plan(
         else:
             run.status[step.id] = "pending"
     functions = {step.id: kernel.get_function(step.function) for step in plan.steps}
+    outer = APPROVAL.get()  # a plan run for a model's tool call keeps that call's approver
+    approver = outer.approve if outer is not None else kernel.approval
     semaphore = asyncio.Semaphore(max_concurrency)
 
     async def run_step(step: Step) -> Any:
@@ -197,6 +200,13 @@ async def execute_plan(
                     value = _coerce(_resolve_ref(run, value, name), schemas.get(name, {}))
                 arguments[name] = value
             run.invoked.append(step.id)
+            # The step serves the plan (a model's, as a rule): a gated function nested under
+            # it asks `approver` (kernel.approval), and is refused without one, as in the tool
+            # loop. The step's own function, approved with the plan above, is not asked again.
+            # Each step runs in a task of its own: the scope ends with it, and outside an
+            # invocation the step is a top-level one (its own call budget).
+            call = ToolCall(f"plan-step-{step.id}", fn.tool_name, json.dumps(arguments, default=str))
+            APPROVAL.set(ApprovalScope(approver, call, fn.fully_qualified_name if fn.needs_approval else None))
             invocation = kernel.invoke(fn, arguments)
             if step_timeout is None:
                 result = await invocation
