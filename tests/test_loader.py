@@ -197,6 +197,23 @@ def test_yaml_python_tags_are_rejected(tmp_path: Path) -> None:
     find(problems, evil_yaml, "not allowed")
 
 
+def test_asterisks_and_ampersands_in_text_are_not_yaml_aliases(tmp_path: Path) -> None:
+    """Aliases and anchors are refused; the same characters in text (quoted values, block
+    scalars, as in Semantic Kernel's own sample prompts) load as before."""
+    write(tmp_path / "p" / "story.yaml",
+          "name: Story\ntemplate: |\n  Tell a *short* story about {{$topic}} & {{$other}}.\n"
+          "  Use **bold** and &amp; freely: *a &b\ntemplate_format: semantic-kernel\n"
+          "description: 'Tom & Jerry, *starring*'\ninput_variables:\n  - name: topic\n"
+          "    description: The topic.\n    is_required: true\n"
+          "execution_settings:\n  default:\n    temperature: 0.6\n")
+    write(tmp_path / "p" / "note.prompt",
+          '---\ndescription: "*Notes* & more"\ninputs:\n  text: The text & its *emphasis*.\n---\n'
+          "Take notes on {{ text }} *now*\n")
+    plugin = load_plugins(tmp_path / "p")[0]
+    assert plugin.functions["Story"].description == "Tom & Jerry, *starring*"
+    assert plugin.functions["note"].description == "*Notes* & more"
+
+
 def test_duplicate_function_names(tmp_path: Path) -> None:
     first = write(tmp_path / "p" / "summarize.prompt", "one {{ x }}")
     write(tmp_path / "p" / "summarize" / "skprompt.txt", "two {{$x}}")

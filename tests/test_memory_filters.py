@@ -94,3 +94,54 @@ def test_postgres_compilation_binds_every_value_and_path() -> None:
 )
 def test_values_may_contain_operator_words(text: str, expected: Condition) -> None:
     assert parse_expression(text) == expected
+
+
+# --- deep filters: a FilterError, never a RecursionError --------------------------------------------
+
+DEEP = 100_000
+LEAF = {"field": "a", "op": "eq", "value": 1}
+
+
+def nested(depth: int, combinator: str = "and") -> dict[str, object]:
+    spec: dict[str, object] = dict(LEAF)
+    for _ in range(depth):
+        spec = {combinator: [spec]}
+    return spec
+
+
+def deep_list(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_deep_filter_as_data_json_text_and_objects() -> None:
+    from kernel.memory.filters import MAX_DEPTH
+
+    leaf_text = '{"field": "a", "op": "eq", "value": 1}'
+    deep_or: object = Condition("a", "eq", 1)
+    for _ in range(DEEP):
+        deep_or = Or((deep_or,))  # type: ignore[arg-type]
+    for spec in (nested(DEEP), nested(DEEP, "or"), '{"and": [' * DEEP + leaf_text + "]}" * DEEP,
+                 '{"and": [' * 500 + leaf_text + "]}" * 500, nested(MAX_DEPTH + 1), deep_or,
+                 {"and": deep_list(DEEP)}, [deep_list(DEEP)]):
+        with pytest.raises(FilterError, match="nested too deeply"):
+            parse_filter(spec)  # type: ignore[arg-type]
+    assert to_dict(parse_filter(nested(MAX_DEPTH))) == nested(MAX_DEPTH)  # type: ignore[arg-type]
+
+
+def test_deep_values_in_a_bad_filter_give_the_usual_error() -> None:
+    deep: dict[str, object] = {}
+    for _ in range(DEEP):
+        deep = {"x": deep}
+    with pytest.raises(FilterError, match="unrecognised filter"):
+        parse_filter(deep)
+    with pytest.raises(FilterError, match="needs a scalar value"):
+        parse_filter({"field": "a", "op": "eq", "value": deep})
+    with pytest.raises(FilterError, match="scalar list items"):
+        parse_filter({"field": "a", "op": "in", "value": [deep]})
+    with pytest.raises(FilterError, match="non-empty list of filters"):
+        parse_filter({"and": deep})
+    with pytest.raises(FilterError, match="unknown filter operator"):
+        parse_filter({"field": "a", "op": deep, "value": 1})

@@ -636,3 +636,95 @@ def test_json_round_trip_property(goal, inputs, steps, output):
     plan = Plan(goal, inputs, steps, output)
     again = Plan.from_json(plan.to_json())
     assert again == plan
+
+
+# --- large and deep plans: problems, never a RecursionError ---------------------------------------
+
+
+def forward_chain(count: int) -> dict[str, Any]:
+    """`count` steps, each reading the output of the NEXT one (so every reference is forward)."""
+    steps = [step(f"s{i}", "text.count_words", text={"$step": f"s{i + 1}"}) for i in range(count - 1)]
+    return {"goal": "g", "steps": [*steps, step(f"s{count - 1}", "text.count_words", text="last")]}
+
+
+@pytest.mark.parametrize("count", [5_000, 100_000])
+def test_long_chains_of_forward_references(kernel, count):
+    plan = Plan.from_dict(forward_chain(count))
+    found = plan.problems(kernel)
+    assert len(found) == count - 1
+    assert found[0] == ("step 's0' (text.count_words): argument 'text' refers to step 's1', "
+                        "which comes later in the plan")
+    with pytest.raises(PlanValidationError):
+        plan.validate(kernel)
+
+
+def test_a_long_cycle_is_found_and_shown_short(kernel):
+    data = forward_chain(5_000)
+    data["steps"][-1]["arguments"] = {"text": {"$step": "s0"}}  # the last step closes the loop
+    found = Plan.from_dict(data).problems(kernel)
+    cycles = [p for p in found if p.startswith("steps form a cycle")]
+    assert cycles == ["steps form a cycle: s0 -> s4999 -> s4998 -> s4997 -> s4996 -> s4995 -> "
+                      "... (4989 more steps) ... -> s5 -> s4 -> s3 -> s2 -> s1 -> s0"]
+
+
+def test_many_cycles_are_listed_up_to_a_bound(kernel):
+    from kernel.planning.validation import MAX_CYCLES_SHOWN
+
+    data = forward_chain(200)  # and the last step refers back to every other step
+    data["steps"][-1]["arguments"] = {f"x{i}": {"$step": f"s{i}"} for i in range(199)}
+    found = Plan.from_dict(data).problems(kernel)
+    cycles = [p for p in found if p.startswith("steps form")]
+    assert len(cycles) == MAX_CYCLES_SHOWN + 1
+    assert cycles[-1] == f"steps form more cycles than the {MAX_CYCLES_SHOWN} listed"
+
+
+def deep_value(depth: int) -> Any:
+    value: Any = "x"
+    for _ in range(depth):
+        value = {"a": [value]}
+    return value
+
+
+def test_deep_values_are_plan_problems():
+    deep = deep_value(50_000)
+    with pytest.raises(PlanValidationError) as info:
+        Plan.from_dict({"goal": deep, "inputs": {"doc": deep}, "steps": [
+            {"id": deep, "function": "text.count_words"},
+            {"id": "s1", "function": deep},
+            {"id": "s2", "function": "text.count_words", "arguments": {"text": deep, "ref": {"$input": deep},
+                                                                        "other": {"$step": deep}}},
+            {"id": "s3", "function": "text.count_words", "description": deep, "arguments": {"text": "ok"}},
+        ], "output": deep})
+    problems = info.value.problems
+    assert problems[0] == "'goal' must be a string, not an object"
+    assert problems[1] == "input 'doc': the value is nested too deeply (more than 64 levels of lists and objects)"
+    assert problems[2] == "step #1: 'id' must be a non-empty string, not {'a': [{'a': [{...}]}]}"  # cut short
+    assert problems[3].startswith("step 's1': 'function' must be a 'plugin.function' name, not {")
+    assert "step 's2' (text.count_words): argument 'text': the value is nested too deeply" in problems[4]
+    assert problems[5].startswith("step 's2' (text.count_words): argument 'ref': an input reference is")
+    assert problems[6].startswith("step 's2' (text.count_words): argument 'other': a step reference is")
+    assert problems[7].startswith("'output' must be a step id")
+    assert len(problems) == 8
+    text = '{"goal": "g", "steps": [{"id": "s1", "function": "text.count_words", "arguments": {"text": ' \
+           + '{"a": ' * 100_000 + "1" + "}" * 100_000 + "}}]}"
+    with pytest.raises(PlanValidationError, match="nested too deeply"):
+        Plan.from_json(text)
+
+
+def test_deep_values_in_a_plan_built_in_code(kernel):
+    # deep_value(32): 32 objects each holding a list, 64 levels (the bound); one more is too deep
+    plan = Plan("g", {"ok": deep_value(32), "doc": deep_value(33)},
+                [Step("s1", "text.count_words", {"text": deep_value(50_000)})])
+    found = plan.problems(kernel)
+    assert found == ["input 'doc': the value is nested too deeply (more than 64 levels of lists and objects)",
+                     "step 's1' (text.count_words): argument 'text': the value is nested too deeply "
+                     "(more than 64 levels of lists and objects)"]
+    assert "Inputs:\n  ok = {" in str(plan) and "\n  doc = {" in str(plan)
+    cyclic: list[Any] = []
+    cyclic.extend([cyclic, cyclic])
+    shared: Any = "x"
+    for _ in range(60):
+        shared = [shared, shared]  # 2**60 paths: walked once per depth, never expanded
+    plan = Plan("g", {"cyclic": cyclic, "shared": shared}, [Step("s1", "text.count_words", {"text": "t"})])
+    found = plan.problems(kernel)
+    assert found == ["input 'cyclic': the value is nested too deeply (more than 64 levels of lists and objects)"]

@@ -24,6 +24,10 @@ field is missing; ``lt``/``lte``/``gt``/``gte`` compare two numbers or two strin
 (by code point) and are false otherwise; ``contains`` is a substring test on a string
 field or a membership test on an array field. Field names are metadata keys matching
 ``^[A-Za-z_][A-Za-z0-9_.]*$``; dots walk into nested objects.
+
+A filter nests at most `MAX_DEPTH` levels of and/or (deeper is a `FilterError`, never a
+`RecursionError`), so that every walk over a parsed filter (here, in the stores, in the
+pgvector compiler) stays shallow.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import reprlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,6 +43,8 @@ from ..errors import FilterError
 from .types import OPERATORS, And, Condition, Filter, Or
 
 FIELD_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+MAX_DEPTH = 64
+"""The deepest nesting of and/or (and lists of filters) `parse_filter` accepts."""
 _MISSING: Any = object()
 Scalar = str | int | float | bool | None
 
@@ -50,13 +57,28 @@ _WORD_OPS = re.compile(
 )
 
 
+_SHOW = reprlib.Repr()
+_SHOW.maxlevel, _SHOW.maxstring, _SHOW.maxother = 4, 120, 120
+_SHOW.maxdict = _SHOW.maxlist = _SHOW.maxtuple = _SHOW.maxset = 12
+
+
+def _show(value: object) -> str:
+    """`repr(value)` for messages, bounded in depth and length (a deep value's repr would
+    raise RecursionError)."""
+    return _SHOW.repr(value)
+
+
+def _too_deep() -> FilterError:
+    return FilterError(f"the filter is nested too deeply (more than {MAX_DEPTH} levels of and/or)")
+
+
 # -- construction and validation ----------------------------------------------------------
 
 
 def check_field(field: object) -> str:
     if not isinstance(field, str) or FIELD_PATTERN.fullmatch(field) is None or ".." in field:
         raise FilterError(
-            f"invalid filter field {field!r}: use a metadata key matching {FIELD_PATTERN.pattern}"
+            f"invalid filter field {_show(field)}: use a metadata key matching {FIELD_PATTERN.pattern}"
         )
     return field
 
@@ -66,15 +88,15 @@ def _is_scalar(value: object) -> bool:
 
 
 def _value_error(field: str, op: str, needs: str, got: object) -> FilterError:
-    return FilterError(f"operator {op!r} on field {field!r} needs {needs}, got {got!r}")
+    return FilterError(f"operator {op!r} on field {field!r} needs {needs}, got {_show(got)}")
 
 
 def condition(field: str, op: str, value: Any) -> Condition:
     """Build a validated `Condition` (lists become tuples)."""
     check_field(field)
-    if op not in OPERATORS:
+    if not isinstance(op, str) or op not in OPERATORS:
         raise FilterError(
-            f"unknown filter operator {op!r} on field {field!r}; "
+            f"unknown filter operator {_show(op)} on field {field!r}; "
             f"expected one of {', '.join(OPERATORS)}"
         )
     if op in ("in", "nin"):
@@ -94,12 +116,18 @@ def condition(field: str, op: str, value: Any) -> Condition:
 
 def parse_filter(spec: Filter | Mapping[str, Any] | str | Sequence[str] | None) -> Filter | None:
     """Any accepted filter form to a validated `Filter` tree (None stays None)."""
+    return _parse(spec, 0)
+
+
+def _parse(spec: Any, depth: int) -> Filter | None:
+    if depth > MAX_DEPTH:
+        raise _too_deep()
     if spec is None:
         return None
     if isinstance(spec, Condition):
         return condition(spec.field, spec.op, spec.value)
     if isinstance(spec, And | Or):
-        parts = tuple(_required(parse_filter(c)) for c in spec.conditions)
+        parts = tuple(_required(_parse(c, depth + 1)) for c in spec.conditions)
         return type(spec)(parts)
     if isinstance(spec, str):
         text = spec.strip()
@@ -108,12 +136,14 @@ def parse_filter(spec: Filter | Mapping[str, Any] | str | Sequence[str] | None) 
                 data = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise FilterError(f"invalid JSON filter: {exc}") from None
-            return parse_filter(data)
+            except RecursionError:  # json.loads recurses: far deeper than MAX_DEPTH
+                raise _too_deep() from None
+            return _parse(data, depth)
         return parse_expression(text)
     if isinstance(spec, Mapping):
-        return _from_dict(spec)
+        return _from_dict(spec, depth)
     if isinstance(spec, Sequence):
-        return parse_expressions(list(spec))
+        return _parse_all(list(spec), depth + 1)
     raise FilterError(f"unsupported filter of type {type(spec).__name__}")
 
 
@@ -123,20 +153,20 @@ def _required(f: Filter | None) -> Filter:
     return f
 
 
-def _from_dict(spec: Mapping[str, Any]) -> Filter:
+def _from_dict(spec: Mapping[str, Any], depth: int) -> Filter:
     keys = set(spec)
     for combinator, cls in (("and", And), ("or", Or)):
         if keys == {combinator}:
             items = spec[combinator]
             if isinstance(items, str | Mapping) or not isinstance(items, Sequence) or not items:
                 raise FilterError(
-                    f"{combinator!r} needs a non-empty list of filters, got {items!r}"
+                    f"{combinator!r} needs a non-empty list of filters, got {_show(items)}"
                 )
-            return cls(tuple(_required(parse_filter(item)) for item in items))
+            return cls(tuple(_required(_parse(item, depth + 1)) for item in items))
     if keys == {"field", "op", "value"}:
         return condition(spec["field"], spec["op"], spec["value"])
     raise FilterError(
-        f"unrecognised filter {dict(spec)!r}: expected {{'field', 'op', 'value'}}, "
+        f"unrecognised filter {_show(dict(spec))}: expected {{'field', 'op', 'value'}}, "
         "{'and': [...]} or {'or': [...]}"
     )
 
@@ -183,7 +213,11 @@ def parse_expression(text: str) -> Condition:
 
 def parse_expressions(texts: Sequence[str]) -> Filter | None:
     """Several CLI expressions (or JSON filters), combined with AND."""
-    parts = [_required(parse_filter(t)) for t in texts]
+    return _parse_all(texts, 0)
+
+
+def _parse_all(texts: Sequence[Any], depth: int) -> Filter | None:
+    parts = [_required(_parse(t, depth)) for t in texts]
     if not parts:
         return None
     return parts[0] if len(parts) == 1 else And(tuple(parts))

@@ -28,12 +28,16 @@ An argument value is one of:
 On reading (`Plan.from_dict`), the string shorthands `"$s1"`, `"$s1.summary.title"` and
 `"$input.name"` are accepted as references too (a literal string of that shape must be
 written `{"$value": "$s1"}`); `to_json()` always writes the object form.
+
+Literal values and input values nest at most `MAX_DEPTH` levels of lists and objects;
+a deeper one is a problem (`PlanValidationError`), never a `RecursionError`.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import reprlib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -48,6 +52,8 @@ INPUT_KEY = "$input"
 STEP_KEY = "$step"
 VALUE_KEY = "$value"
 PATH_KEY = "path"
+MAX_DEPTH = 64
+"""The deepest nesting of lists and objects in a literal or input value of a plan."""
 
 _SHORTHAND = re.compile(r"^\$(?P<id>[A-Za-z_][A-Za-z0-9_-]*)(?:\.(?P<path>[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*))?$")
 
@@ -176,7 +182,7 @@ class Plan:
         plan_goal = data.get("goal", goal)
         if not isinstance(plan_goal, str):
             problems.append(f"'goal' must be a string, not {kind_of(plan_goal)}")
-            plan_goal = str(plan_goal)
+            plan_goal = ""
         plan_inputs = data.get("inputs")
         if plan_inputs is None:
             plan_inputs = {}
@@ -184,6 +190,7 @@ class Plan:
             problems.append(f"'inputs' must be an object (name -> value), not {kind_of(plan_inputs)}")
             plan_inputs = {}
         plan_inputs = {**plan_inputs, **(inputs or {})}
+        problems.extend(input_depth_problems(plan_inputs))
         raw_steps = data.get("steps")
         steps: list[Step] = []
         if not isinstance(raw_steps, list):
@@ -203,7 +210,7 @@ class Plan:
                 output = parsed
             else:
                 problems.append(
-                    f"'output' must be a step id or {{\"$step\": id, \"path\": ...}}, not {json.dumps(raw_output)[:80]}"
+                    f"'output' must be a step id or {{\"$step\": id, \"path\": ...}}, not {preview(raw_output, 80)}"
                 )
         if problems:
             raise PlanValidationError(problems)
@@ -215,6 +222,8 @@ class Plan:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise PlanValidationError([f"the plan is not valid JSON: {exc.msg} at line {exc.lineno}"]) from None
+        except RecursionError:  # json.loads recurses; this is far deeper than MAX_DEPTH
+            raise PlanValidationError([f"the plan is nested too deeply (more than {MAX_DEPTH} levels)"]) from None
         return cls.from_dict(data, **kwargs)
 
     # -- display ---------------------------------------------------------------------------
@@ -272,12 +281,12 @@ def _parse_step(raw: Any, index: int, problems: list[str]) -> Step | None:
         return None
     step_id = raw.get("id")
     if not isinstance(step_id, str) or not step_id:
-        problems.append(f"{where}: 'id' must be a non-empty string, not {json.dumps(step_id)}")
+        problems.append(f"{where}: 'id' must be a non-empty string, not {preview(step_id, 80)}")
         return None
     where = f"step {step_id!r}"
     function = raw.get("function")
     if not isinstance(function, str) or not function:
-        problems.append(f"{where}: 'function' must be a 'plugin.function' name, not {json.dumps(function)}")
+        problems.append(f"{where}: 'function' must be a 'plugin.function' name, not {preview(function, 80)}")
         return None
     raw_args = raw.get("arguments", {})
     if raw_args is None:
@@ -291,8 +300,13 @@ def _parse_step(raw: Any, index: int, problems: list[str]) -> Step | None:
             arguments[str(name)] = _parse_arg(value)
         except ValueError as exc:
             problems.append(f"{where} ({function}): argument {name!r}: {exc}")
+            continue
+        if too_deep(arguments[str(name)]):
+            problems.append(f"{where} ({function}): argument {name!r}: {DEPTH_PROBLEM}")
     description = raw.get("description") or ""
-    return Step(step_id, function, arguments, str(description))
+    if not isinstance(description, str):
+        description = preview(description, 200)
+    return Step(step_id, function, arguments, description)
 
 
 def _parse_ref(value: Mapping[str, Any] | str) -> Ref | None:
@@ -307,16 +321,16 @@ def _parse_ref(value: Mapping[str, Any] | str) -> Ref | None:
     if INPUT_KEY in value:
         name = value[INPUT_KEY]
         if set(value) != {INPUT_KEY} or not isinstance(name, str) or not name:
-            raise ValueError(f"an input reference is {{\"$input\": \"name\"}}, got {json.dumps(value)[:80]}")
+            raise ValueError(f"an input reference is {{\"$input\": \"name\"}}, got {preview(value, 80)}")
         return InputRef(name)
     if STEP_KEY in value:
         step, path = value[STEP_KEY], value.get(PATH_KEY)
         if set(value) - {STEP_KEY, PATH_KEY} or not isinstance(step, str) or not step:
             raise ValueError(
-                f"a step reference is {{\"$step\": \"id\", \"path\": \"field.sub\"}}, got {json.dumps(value)[:80]}"
+                f"a step reference is {{\"$step\": \"id\", \"path\": \"field.sub\"}}, got {preview(value, 80)}"
             )
         if path is not None and (not isinstance(path, str) or not re.fullmatch(r"[^.\s]+(\.[^.\s]+)*", path)):
-            raise ValueError(f"'path' must be dot-separated field names, got {json.dumps(path)}")
+            raise ValueError(f"'path' must be dot-separated field names, got {preview(path, 80)}")
         return StepRef(step, path or None)
     return None
 
@@ -349,9 +363,44 @@ def show(value: Any) -> str:
     return preview(value)
 
 
+_SHOW = reprlib.Repr()
+_SHOW.maxlevel, _SHOW.maxstring, _SHOW.maxother = 4, 120, 120
+
+
 def preview(value: Any, limit: int = 60) -> str:
+    """A short JSON-like text of `value` (any value: too deep or not JSON, a bounded repr)."""
     try:
         text = json.dumps(value, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
-        text = repr(value)
+    except (TypeError, ValueError, RecursionError):
+        text = _SHOW.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+DEPTH_PROBLEM = f"the value is nested too deeply (more than {MAX_DEPTH} levels of lists and objects)"
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether `value` nests lists/tuples and mappings more than `limit` levels (iterative)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    # container id -> the greatest depth it was walked at: shared data is walked again only
+    # deeper (at most `limit` times), cyclic data is as deep as the limit
+    seen: dict[int, int] = {}
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        if seen.get(id(item), -1) >= depth:
+            continue
+        seen[id(item)] = depth
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def input_depth_problems(inputs: Mapping[str, Any]) -> list[str]:
+    return [f"input {name!r}: {DEPTH_PROBLEM}" for name, value in inputs.items() if too_deep(value)]

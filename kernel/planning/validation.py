@@ -1,6 +1,11 @@
 """Plan validation: every problem of a plan against the kernel's functions, found at
 once (unknown or disallowed functions, missing, extra or mistyped arguments, references
-to unknown inputs, later steps or missing fields of a structured result, cycles)."""
+to unknown inputs, later steps or missing fields of a structured result, cycles).
+
+Nothing here recurses over the plan: the cycle check is an iterative depth-first search,
+so a plan of any length (a chain of 100,000 steps each referring to the next) gives
+problems, never a `RecursionError`; values nested more than `MAX_DEPTH` levels are a
+problem, not type-checked."""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from ..errors import FunctionNotFoundError
-from .model import InputRef, Plan, Step, StepRef, kind_of, preview
+from .model import DEPTH_PROBLEM, InputRef, Plan, Step, StepRef, input_depth_problems, kind_of, preview, too_deep
 
 if TYPE_CHECKING:
     from ..functions import KernelFunction
@@ -134,7 +139,7 @@ def find_problems(plan: Plan, kernel: Kernel, *, allowed: Collection[str] | None
     `allowed`: fully qualified names the plan may use (None: any registered function);
     `input_names`: the goal inputs references may use (default: the plan's inputs).
     """
-    problems: list[str] = []
+    problems: list[str] = input_depth_problems(plan.inputs)
     inputs = set(plan.inputs if input_names is None else input_names)
     if not plan.steps:
         problems.append("the plan has no steps")
@@ -198,6 +203,9 @@ def find_problems(plan: Plan, kernel: Kernel, *, allowed: Collection[str] | None
 
 def _argument_problems(step: Step, fn: KernelFunction, where: str) -> list[str]:
     problems: list[str] = []
+    deep = {name for name, value in step.arguments.items()
+            if not isinstance(value, InputRef | StepRef) and too_deep(value)}
+    problems.extend(f"{where}: argument {name!r}: {DEPTH_PROBLEM}" for name in sorted(deep))
     params = {p.name: p for p in fn.parameters}
     for name in step.arguments:
         if name not in params:
@@ -207,40 +215,65 @@ def _argument_problems(step: Step, fn: KernelFunction, where: str) -> list[str]:
         if p.required and p.name not in step.arguments:
             problems.append(f"{where}: missing required argument {p.name!r}")
     literals = {k: v for k, v in step.arguments.items()
-                if k in params and not isinstance(v, InputRef | StepRef)}
+                if k in params and k not in deep and not isinstance(v, InputRef | StepRef)}
     for param, problem in _literal_problems(fn, literals):
         problems.append(f"{where}: argument {param!r} has an ill-typed value: {problem}")
     return problems
 
 
+MAX_CYCLES_SHOWN = 20
+"""Cycles listed one by one; a plan with more says so in one more problem."""
+
+
 def _cycle_problems(plan: Plan) -> list[str]:
+    """The cycles of the step graph, found by an iterative depth-first search (steps in
+    plan order, each step's dependencies sorted): one problem per distinct cycle, at most
+    `MAX_CYCLES_SHOWN` of them."""
     graph: dict[str, list[str]] = {}
     for step in plan.steps:
         graph.setdefault(step.id, [])
         graph[step.id].extend(sorted(dep for dep in step.dependencies() if dep != step.id))
-    state: dict[str, int] = {}
-    stack: list[str] = []
+    done: set[str] = set()
     cycles: list[list[str]] = []
     seen_cycles: set[frozenset[str]] = set()
-
-    def visit(node: str) -> None:
-        state[node] = 1
-        stack.append(node)
-        for dep in graph.get(node, ()):
-            if dep not in graph:
-                continue
-            if state.get(dep) == 1:
-                cycle = [*stack[stack.index(dep):], dep]
+    more = False
+    for root in graph:
+        if root in done:
+            continue
+        path = [root]  # the steps being visited, root first
+        on_path = {root: 0}  # step -> its index in `path`
+        pending = [iter(graph[root])]  # the dependencies left to visit, per step of `path`
+        while pending:
+            for dep in pending[-1]:
+                if dep not in graph or dep in done:
+                    continue
+                index = on_path.get(dep)
+                if index is None:
+                    on_path[dep] = len(path)
+                    path.append(dep)
+                    pending.append(iter(graph[dep]))
+                    break
+                if len(cycles) >= MAX_CYCLES_SHOWN:
+                    more = True
+                    continue
+                cycle = [*path[index:], dep]
                 key = frozenset(cycle)
                 if key not in seen_cycles:
                     seen_cycles.add(key)
                     cycles.append(cycle)
-            elif dep not in state:
-                visit(dep)
-        stack.pop()
-        state[node] = 2
+            else:
+                pending.pop()
+                node = path.pop()
+                del on_path[node]
+                done.add(node)
+    found = [f"steps form a cycle: {_show_cycle(c)}" for c in cycles]
+    if more:
+        found.append(f"steps form more cycles than the {MAX_CYCLES_SHOWN} listed")
+    return found
 
-    for node in graph:
-        if node not in state:
-            visit(node)
-    return [f"steps form a cycle: {' -> '.join(reversed(c))}" for c in cycles]
+
+def _show_cycle(cycle: list[str], keep: int = 6) -> str:
+    steps = list(reversed(cycle))
+    if len(steps) > 2 * keep + 1:
+        steps = [*steps[:keep], f"... ({len(steps) - 2 * keep} more steps) ...", *steps[-keep:]]
+    return " -> ".join(steps)

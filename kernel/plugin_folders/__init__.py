@@ -1,14 +1,16 @@
 """Plugin folders: our `.prompt` files, Semantic Kernel's folders and YAML prompts, and
 native Python modules, loaded with one call and every problem reported at once.
 
-    discovery       load_plugins: which folders are plugins, which files are functions
-    reader          safe file access (no links out of the root, size and encoding checks)
+    discovery       load_plugins: which folders are plugins, which files are functions;
+                    check_plugins: the same without importing any module
+    reader          safe file access (no links out of the root, regular files only, size
+                    and encoding checks)
     prompt_format   our `.prompt` format: YAML front matter and a Jinja body
     sk_format       Semantic Kernel's function folders and YAML prompts
     sk_syntax       SK template syntax translated to Jinja
     declarations    inputs and templates turned into PromptFunctions, problems at file:line
-    python_modules  `*.py` modules imported from their files
-    yaml_data       safe YAML loading
+    python_modules  `*.py` modules imported from their files, or only parsed
+    yaml_data       safe YAML and JSON: no aliases, nesting bounded
 """
 
 from __future__ import annotations
@@ -18,16 +20,22 @@ from typing import TYPE_CHECKING
 from .._exports import lazy_exports
 
 if TYPE_CHECKING:
-    from .discovery import load_plugins
+    from .discovery import FolderCheck, check_plugins, load_plugins
     from .prompt_format import PROMPT_SUFFIX, parse_front_matter
+    from .python_modules import ModuleInfo
     from .reader import MAX_FILE_BYTES
     from .sk_format import sk_settings
     from .sk_syntax import SKTemplateError, translate
+    from .yaml_data import MAX_DEPTH
 
 __all__ = [
+    "MAX_DEPTH",
     "MAX_FILE_BYTES",
     "PROMPT_SUFFIX",
+    "FolderCheck",
+    "ModuleInfo",
     "SKTemplateError",
+    "check_plugins",
     "load_plugins",
     "parse_front_matter",
     "sk_settings",
@@ -35,7 +43,9 @@ __all__ = [
 ]
 
 _LOCATIONS = {
-    "load_plugins": "discovery",
+    **dict.fromkeys(("FolderCheck", "check_plugins", "load_plugins"), "discovery"),
+    "MAX_DEPTH": "yaml_data",
+    "ModuleInfo": "python_modules",
     **dict.fromkeys(("PROMPT_SUFFIX", "parse_front_matter"), "prompt_format"),
     "MAX_FILE_BYTES": "reader",
     "sk_settings": "sk_format",

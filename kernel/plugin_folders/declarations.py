@@ -13,6 +13,7 @@ from ..errors import KernelError
 from ..prompts import TEMPLATES, InputVariable, PromptFunction
 from .reader import FolderReader, Skip
 from .sk_syntax import SKTemplateError, translate
+from .yaml_data import DataError, load_json
 
 JSON_TYPES = frozenset({"string", "integer", "number", "boolean", "array", "object"})
 _TEMPLATE_LINE = re.compile(r":(\d+): ")
@@ -45,9 +46,12 @@ def build_input_variable(reader: FolderReader, name: str, spec: Mapping[str, Any
     schema = spec.get("json_schema" if sk else "schema")
     if isinstance(schema, str) and sk:
         try:
-            schema = json.loads(schema) if schema.strip() else None
+            schema = load_json(schema) if schema.strip() else None
         except json.JSONDecodeError as exc:
             reader.problem(path, f"input {name!r}: json_schema is not valid JSON ({exc.msg})", line())
+            return None
+        except DataError as exc:
+            reader.problem(path, f"input {name!r}: json_schema: {exc.message}", line())
             return None
     if schema is not None and not isinstance(schema, dict):
         reader.problem(path, f"input {name!r}: the schema must be a JSON schema object", line())

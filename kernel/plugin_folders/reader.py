@@ -1,9 +1,12 @@
 """Safe access to the files of one plugin root, and the problems found there.
 
 Only regular files inside the root are read: symbolic links that lead outside it, and
-file references with `..` or absolute paths, are reported, never followed. Files over
-1 MiB and files that are not UTF-8 are reported. Every problem names the file and, where
-known, the line; they are collected over the whole root and raised together.
+file references with `..` or absolute paths, are reported, never followed. FIFOs, sockets
+and devices are reported and skipped, never opened (opening a FIFO for reading waits for
+a writer). Files over 1 MiB and files that are not UTF-8 are reported. JSON and YAML
+nest at most `MAX_DEPTH` levels and YAML has no anchors or aliases (`yaml_data`). Every
+problem names the file and, where known, the line; they are collected over the whole
+root and raised together.
 """
 
 from __future__ import annotations
@@ -11,15 +14,48 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import Problem
 from ..functions import NAME_PATTERN
-from .yaml_data import DataError, load_yaml
+from .yaml_data import DataError, load_json, load_yaml
 
 MAX_FILE_BYTES = 1 << 20
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+"""O_NONBLOCK: should a FIFO slip past the checks (replaced after them), opening it does
+not wait for a writer."""
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular file is, for messages."""
+    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "a special file"
+
+
+def open_regular(path: Path) -> tuple[int, os.stat_result]:
+    """An open file descriptor of `path` and its status, only when it is a regular file:
+    checked with `os.stat` before opening (a FIFO or a device is never opened), opened
+    non-blocking, and checked again on the descriptor. Raises OSError, or ValueError
+    naming what the file is instead."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise ValueError(file_kind(mode))
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise ValueError(file_kind(status.st_mode))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, status
 
 
 class Skip(Exception):
@@ -40,8 +76,8 @@ class FolderReader:
         self.problems.append(Problem(str(path), message, line))
 
     def entries(self, folder: Path) -> list[tuple[str, Path, bool]]:
-        """(name, path, is_dir) of a folder's visible entries; links out of the root are
-        reported and left out."""
+        """(name, path, is_dir) of a folder's visible entries; links out of the root, and
+        FIFOs, sockets and devices, are reported and left out (never opened)."""
         out: list[tuple[str, Path, bool]] = []
         try:
             with os.scandir(folder) as it:
@@ -63,22 +99,41 @@ class FolderReader:
                     continue
             try:
                 is_dir = entry.is_dir()
-            except OSError:
-                is_dir = False
+                mode = entry.stat().st_mode  # follows a link (inside the root, checked above)
+            except OSError as exc:
+                self.problem(path, f"cannot read: {exc.strerror or exc}")
+                continue
+            if not is_dir and not stat.S_ISREG(mode):
+                self.problem(path, f"not a regular file ({file_kind(mode)}); skipped")
+                continue
             out.append((entry.name, path, is_dir))
         return out
 
-    def read(self, path: Path) -> str:
+    def read_bytes(self, path: Path) -> bytes:
+        """The bytes of a regular file of at most `MAX_FILE_BYTES`; anything else is a
+        problem (and Skip)."""
         try:
-            with open(path, "rb") as handle:
-                data = handle.read(MAX_FILE_BYTES + 1)
-                if len(data) > MAX_FILE_BYTES:
-                    size = os.fstat(handle.fileno()).st_size
-                    self.problem(path, f"file is too large ({size:,} bytes; the limit is {MAX_FILE_BYTES:,})")
-                    raise Skip
+            fd, status = open_regular(path)
+        except ValueError as exc:
+            self.problem(path, f"not a regular file ({exc}); skipped")
+            raise Skip from None
         except OSError as exc:
             self.problem(path, f"cannot read file: {exc.strerror or exc}")
             raise Skip from None
+        try:
+            with os.fdopen(fd, "rb") as handle:
+                data = handle.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            self.problem(path, f"cannot read file: {exc.strerror or exc}")
+            raise Skip from None
+        if len(data) > MAX_FILE_BYTES:
+            size = max(status.st_size, len(data))
+            self.problem(path, f"file is too large ({size:,} bytes; the limit is {MAX_FILE_BYTES:,})")
+            raise Skip
+        return data
+
+    def read(self, path: Path) -> str:
+        data = self.read_bytes(path)
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -103,8 +158,13 @@ class FolderReader:
         if not Path(os.path.realpath(path)).is_relative_to(self.root_real):
             self.problem(source, f"{what} {value!r} leads outside the plugin root (symbolic link); not followed")
             raise Skip
-        if not path.is_file():
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
             self.problem(source, f"{what} {value!r}: no such file")
+            raise Skip from None
+        if not stat.S_ISREG(mode):
+            self.problem(source, f"{what} {value!r}: not a regular file ({file_kind(mode)})")
             raise Skip
         return path
 
@@ -123,11 +183,15 @@ class FolderReader:
         return self.json_object(self.reference(base, value, what, source), what)
 
     def json_object(self, path: Path, what: str) -> dict[str, Any]:
-        """The JSON object in `path`; invalid JSON or another value is a problem."""
+        """The JSON object in `path`; invalid JSON, JSON nested too deeply or another value
+        is a problem."""
         try:
-            data = json.loads(self.read(path))
+            data = load_json(self.read(path))
         except json.JSONDecodeError as exc:
             self.problem(path, f"invalid JSON: {exc.msg}", exc.lineno)
+            raise Skip from None
+        except DataError as exc:
+            self.problem(path, exc.message, exc.line)
             raise Skip from None
         if not isinstance(data, dict):
             self.problem(path, f"{what} must be a JSON object")
@@ -156,8 +220,10 @@ def key_line(text: str | None, key: str) -> int | None:
 
 def json_key_line(path: Path, key: str) -> int | None:
     try:
-        text = path.read_text(encoding="utf-8") if path.is_file() else None
-    except (OSError, UnicodeDecodeError):
+        fd, _ = open_regular(path)
+        with os.fdopen(fd, "rb") as handle:
+            text = handle.read(MAX_FILE_BYTES + 1).decode("utf-8")
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
         return None
     if not text:
         return None
