@@ -12,11 +12,15 @@ Needs the `[postgres]` extra: psycopg 3 (async), psycopg_pool, pgvector.
   fusion for hybrid search, upsert `ON CONFLICT (id)`, one transaction per call.
 * A pool that checks connections before handing them out; an operation that fails with
   an `OperationalError` (server restarted) is retried once on a fresh connection.
+* A row damaged outside the store (metadata that is not a JSON object, a NULL or
+  wrong-sized vector, NULL text) is a `MemoryStoreError` naming the collection and the
+  record id, raised by every read that decodes it; the record can still be deleted by id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from kernel.errors import ConfigurationError, ExtraNotInstalledError, MemoryStoreError
 from kernel.hookspecs import hookimpl
+from kernel.logging import mask_text, register_secret_env, register_secrets, secrets_in
 from kernel.memory import (
     Filter,
     MemoryRecord,
@@ -41,6 +46,7 @@ if TYPE_CHECKING:
     from kernel.settings import KernelSettings, ServiceSettings
 
 DSN_ENV = "KERNEL_POSTGRES_DSN"
+register_secret_env(DSN_ENV)  # its password is masked everywhere, read again at each Kernel()
 TABLE_PREFIX = "kmem_"
 REGISTRY = "kernel_collections"
 T = TypeVar("T")
@@ -71,6 +77,7 @@ class PgVectorStore:
     provider = "postgres"
 
     def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 4, timeout: float = 30.0) -> None:
+        register_secrets(secrets_in(dsn, "dsn"))  # the password, masked even when quoted alone
         self._psycopg, self._sql, self._pool_cls, self._register = _imports()
         self._dsn = dsn
         self._min_size, self._max_size, self._timeout = min_size, max_size, timeout
@@ -267,14 +274,17 @@ class PgVectorStore:
         ids = list(ids)
 
         async def work(conn: Any) -> list[MemoryRecord]:
-            await self._require(conn, collection)
+            dim = await self._require(conn, collection)
             cur = await conn.execute(
                 self._sql.SQL("SELECT id, text, embedding, metadata FROM {t} WHERE id = ANY(%s)").format(
                     t=self._table(collection)
                 ),
                 (ids,),
             )
-            found = {r[0]: MemoryRecord(r[0], r[1], _floats(r[2]), r[3]) for r in await cur.fetchall()}
+            found = {
+                r[0]: _record(collection, r[0], r[1], r[3], vector=_vector(collection, r[0], r[2], dim))
+                for r in await cur.fetchall()
+            }
             return [found[i] for i in dict.fromkeys(ids) if i in found]
 
         return await self._run(work)
@@ -345,9 +355,12 @@ class PgVectorStore:
             + self._sql.SQL(" ORDER BY embedding <=> %s, rid LIMIT %s")
         )
         cur = await conn.execute(query, [q, *params, q, k])
-        return [
-            SearchHit(MemoryRecord(r[0], r[1], None, r[2]), float(r[3])) for r in await cur.fetchall()
-        ]
+        hits = []
+        for r in await cur.fetchall():
+            if r[3] is None:  # NULL <=> q
+                raise _corrupted(collection, r[0], "the vector is NULL")
+            hits.append(SearchHit(_record(collection, r[0], r[1], r[2]), float(r[3])))
+        return hits
 
     async def _iterative(self, conn: Any) -> bool:
         if not hasattr(self, "_has_iterative"):
@@ -374,9 +387,7 @@ class PgVectorStore:
             + self._sql.SQL(" ORDER BY score DESC, rid LIMIT %s")
         )
         cur = await conn.execute(sql_query, [words, *params, k])
-        return [
-            SearchHit(MemoryRecord(r[0], r[1], None, r[2]), float(r[3])) for r in await cur.fetchall()
-        ]
+        return [SearchHit(_record(collection, r[0], r[1], r[2]), float(r[3])) for r in await cur.fetchall()]
 
     async def search(
         self, collection: str, vector: Sequence[float], k: int = 4, filter: Filter | None = None
@@ -421,15 +432,47 @@ def _floats(value: Any) -> list[float]:
     return [float(x) for x in value.tolist()]
 
 
+def _corrupted(collection: str, record_id: object, problem: str) -> MemoryStoreError:
+    return MemoryStoreError(
+        f"corrupted record {record_id!r} in collection {collection!r}: {problem}; "
+        "delete it by id and ingest its document again"
+    )
+
+
+def _vector(collection: str, record_id: object, value: Any, dim: int | None) -> list[float]:
+    """A stored embedding as floats, or `MemoryStoreError` naming the record."""
+    if value is None:
+        raise _corrupted(collection, record_id, "the vector is NULL")
+    floats = _floats(value)
+    if dim is not None and len(floats) != dim:
+        raise _corrupted(collection, record_id, f"the vector has {len(floats)} dimensions, expected {dim}")
+    if not all(math.isfinite(x) for x in floats):
+        raise _corrupted(collection, record_id, "the vector holds NaN or infinite values")
+    return floats
+
+
+def _record(
+    collection: str, record_id: object, text: object, metadata: object, vector: list[float] | None = None
+) -> MemoryRecord:
+    """A row as a `MemoryRecord`, or `MemoryStoreError` naming the damaged record."""
+    if not isinstance(metadata, dict):
+        what = "NULL" if metadata is None else f"a JSON {type(metadata).__name__}"
+        raise _corrupted(collection, record_id, f"metadata is {what}, not a JSON object")
+    if not isinstance(text, str):
+        raise _corrupted(collection, record_id, "the text is NULL")
+    return MemoryRecord(str(record_id), text, vector, metadata)
+
+
 def _safe(exc: BaseException) -> str:
     """An error message without connection secrets (psycopg may echo the DSN)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return re.sub(r"password=\S+|://[^@/\s]*@", "<redacted>", text)
+    return mask_text(re.sub(r"password=\S+|://[^@/\s]*@", "<redacted>", text))
 
 
 def _factory(name: str, service: ServiceSettings, settings: KernelSettings) -> PgVectorStore:
     options = dict(service.options)
     dsn = options.pop("dsn", None) or os.environ.get(DSN_ENV)
+    register_secrets(secrets_in(dsn, "dsn"))
     if not dsn:
         raise ConfigurationError(
             f"service {name!r} ({service.provider}): no PostgreSQL DSN; set options.dsn in "

@@ -12,6 +12,10 @@
 * Every upsert/delete is one transaction: a process killed mid-ingestion leaves every
   committed batch intact and nothing half-written.
 * Metadata filters are evaluated in Python by `kernel.filters.matches` (never SQL text).
+* A row damaged outside the store (a vector BLOB of the wrong length or not finite,
+  metadata that is not a JSON object, text that is not text) is a `MemoryStoreError`
+  naming the collection and the record id, raised by every read that decodes it; the
+  record can still be deleted by id.
 * Blocking work runs in `asyncio.to_thread`; one connection guarded by a lock.
 """
 
@@ -92,10 +96,48 @@ def fts_query(query: str) -> str | None:
     return " OR ".join(f'"{w}"' for w in words) if words else None
 
 
+def corrupted(collection: str, record_id: object, problem: str) -> MemoryStoreError:
+    return MemoryStoreError(
+        f"corrupted record {record_id!r} in collection {collection!r}: {problem}; "
+        "delete it by id and ingest its document again"
+    )
+
+
+def load_metadata(collection: str, record_id: object, raw: object) -> dict[str, Any]:
+    """A stored metadata column as a dict, or `MemoryStoreError` naming the record."""
+    if not isinstance(raw, str | bytes):
+        raise corrupted(collection, record_id, f"metadata is {type(raw).__name__}, not JSON text")
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise corrupted(collection, record_id, f"metadata is not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise corrupted(collection, record_id, f"metadata is a JSON {type(value).__name__}, not an object")
+    return value
+
+
+def check_vector(collection: str, record_id: object, blob: object, dim: int) -> bytes:
+    """A stored vector BLOB of `dim` float32 values, or `MemoryStoreError` naming the record."""
+    if not isinstance(blob, bytes):
+        raise corrupted(collection, record_id, f"the vector is {type(blob).__name__}, not a BLOB")
+    if len(blob) != 4 * dim:
+        raise corrupted(
+            collection, record_id, f"the vector has {len(blob)} bytes, expected {4 * dim} ({dim} float32 values)"
+        )
+    return blob
+
+
+def check_text(collection: str, record_id: object, text: object) -> str:
+    if not isinstance(text, str):
+        raise corrupted(collection, record_id, f"the text is {type(text).__name__}, not text")
+    return text
+
+
 @dataclass(slots=True)
 class _Matrix:
     """A collection's vectors, ready for brute-force search."""
 
+    collection: str
     rids: np.ndarray
     ids: list[str]
     matrix: np.ndarray  # (n, d) float32, rows normalized
@@ -104,7 +146,9 @@ class _Matrix:
 
     def metadata(self) -> list[dict[str, Any]]:
         if self._metadata is None:
-            self._metadata = [json.loads(m) for m in self.raw_metadata]
+            self._metadata = [
+                load_metadata(self.collection, i, m) for i, m in zip(self.ids, self.raw_metadata, strict=True)
+            ]
         return self._metadata
 
 
@@ -191,12 +235,18 @@ class SQLiteVectorStore:
             (collection,),
         ).fetchall()
         if rows:
-            raw = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(-1, dim)
+            blobs = b"".join(check_vector(collection, r[1], r[2], dim) for r in rows)
+            raw = np.frombuffer(blobs, dtype=np.float32).reshape(-1, dim)
+            finite = np.isfinite(raw).all(axis=1)
+            if not finite.all():
+                bad = rows[int(np.flatnonzero(~finite)[0])][1]
+                raise corrupted(collection, bad, "the vector holds NaN or infinite values")
             norms = np.linalg.norm(raw, axis=1, keepdims=True)
             matrix: np.ndarray = raw / np.where(norms == 0, 1.0, norms).astype(np.float32)
         else:
             matrix = np.zeros((0, dim), dtype=np.float32)
         built = _Matrix(
+            collection=collection,
             rids=np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
             ids=[r[1] for r in rows],
             matrix=np.ascontiguousarray(matrix, dtype=np.float32),
@@ -205,16 +255,16 @@ class SQLiteVectorStore:
         self._cache[collection] = built
         return built
 
-    def _fetch(self, rids: Sequence[int], with_vectors: bool = False) -> dict[int, MemoryRecord]:
+    def _fetch(self, collection: str, rids: Sequence[int]) -> dict[int, MemoryRecord]:
         out: dict[int, MemoryRecord] = {}
-        cols = "rid, id, text, metadata" + (", vector" if with_vectors else "")
         for start in range(0, len(rids), 500):
             part = list(rids[start : start + 500])
             marks = ",".join("?" * len(part))
-            sql = f"SELECT {cols} FROM records WHERE rid IN ({marks})"
-            for row in self._conn.execute(sql, part):
-                vector = np.frombuffer(row[4], dtype=np.float32).tolist() if with_vectors else None
-                out[row[0]] = MemoryRecord(row[1], row[2], vector, json.loads(row[3]))
+            sql = f"SELECT rid, id, text, metadata FROM records WHERE rid IN ({marks})"
+            for rid, rec_id, text, meta in self._conn.execute(sql, part):
+                out[rid] = MemoryRecord(
+                    rec_id, check_text(collection, rec_id, text), None, load_metadata(collection, rec_id, meta)
+                )
         return out
 
     # -- collections ----------------------------------------------------------------
@@ -312,7 +362,7 @@ class SQLiteVectorStore:
         return await self._run(self._get, collection, list(ids))
 
     def _get(self, collection: str, ids: list[str]) -> list[MemoryRecord]:
-        self._require(collection)
+        dim = self._require(collection)
         found: dict[str, MemoryRecord] = {}
         for start in range(0, len(ids), 500):
             part = ids[start : start + 500]
@@ -322,8 +372,12 @@ class SQLiteVectorStore:
                 f"WHERE collection = ? AND id IN ({marks})",
                 [collection, *part],
             ):
-                vector = np.frombuffer(row[2], dtype=np.float32).tolist()
-                found[row[0]] = MemoryRecord(row[0], row[1], vector, json.loads(row[3]))
+                rec_id, text, blob, meta = row
+                vector = np.frombuffer(check_vector(collection, rec_id, blob, dim), dtype=np.float32)
+                if not np.isfinite(vector).all():
+                    raise corrupted(collection, rec_id, "the vector holds NaN or infinite values")
+                text = check_text(collection, rec_id, text)
+                found[rec_id] = MemoryRecord(rec_id, text, vector.tolist(), load_metadata(collection, rec_id, meta))
         return [found[i] for i in dict.fromkeys(ids) if i in found]
 
     async def delete(self, collection: str, ids: Sequence[str]) -> int:
@@ -402,7 +456,7 @@ class SQLiteVectorStore:
         top = top[np.lexsort((top, -scores[top]))]  # by score, ties by insertion order
         rows = top if candidates is None else candidates[top]
         rids = [int(m.rids[i]) for i in rows]
-        records = self._fetch(rids)
+        records = self._fetch(collection, rids)
         # A record deleted by another process since the matrix was cached is skipped.
         return [SearchHit(records[r], float(scores[t])) for r, t in zip(rids, top, strict=True) if r in records]
 
@@ -428,11 +482,12 @@ class SQLiteVectorStore:
             sql += " LIMIT ?"
             params.append(k)
         hits: list[SearchHit] = []
-        for rid, text, meta, rank in self._conn.execute(sql, params):
-            metadata = json.loads(meta)
+        for rec_id, text, meta, rank in self._conn.execute(sql, params):
+            metadata = load_metadata(collection, rec_id, meta)
             if flt is not None and not matches(flt, metadata):
                 continue
-            hits.append(SearchHit(MemoryRecord(rid, text, None, metadata), -float(rank)))
+            hits.append(SearchHit(MemoryRecord(rec_id, check_text(collection, rec_id, text), None, metadata),
+                                  -float(rank)))
             if len(hits) >= k:
                 break
         return hits

@@ -68,7 +68,8 @@ async def test_ingest_metadata_and_idempotency(tmp_path: Path, store: SQLiteVect
     ids = await store.list_ids("docs")
     for rec in await store.get("docs", ids):
         meta = rec.metadata
-        assert set(meta) == {"source", "chunk", "start", "end", "heading", "content_hash"}
+        assert set(meta) == {"source", "chunk", "start", "end", "heading", "content_hash", "root", "root_path"}
+        assert (meta["root"], meta["root_path"]) == ("docs", str(docs.resolve()))
         assert (docs / meta["source"]).read_text()[meta["start"] : meta["end"]] == rec.text
         assert meta["content_hash"] == hashlib.sha256(rec.text.encode()).hexdigest()
         assert rec.vector is not None and len(rec.vector) == 64
@@ -227,6 +228,14 @@ async def test_two_files_with_one_source_are_refused(tmp_path: Path, store: SQLi
         (tmp_path / parent / "docs").mkdir(parents=True)
         (tmp_path / parent / "docs" / "a.md").write_text(f"# A\n\nfrom {parent}\n", encoding="utf-8")
     memory = SemanticMemory(HashingEmbedder(), store)
-    with pytest.raises(MemoryStoreError, match=r"would both be stored as source 'docs/a\.md'"):
+    with pytest.raises(MemoryStoreError, match=r"two folders named 'docs'") as info:
         await memory.ingest([tmp_path / "x" / "docs", tmp_path / "y" / "docs"], "docs")
     assert "docs" not in await store.list_collections() or await store.count("docs") == 0
+    # the advice is a sequence that loses nothing: separate runs, one of them renamed
+    message = str(info.value)
+    assert "separate runs" in message and "--as NAME" in message and "source_root" in message
+    await memory.ingest(tmp_path / "x" / "docs", "docs")
+    await memory.ingest(tmp_path / "y" / "docs", "docs", source_root="docs-y")
+    records = await store.get("docs", await store.list_ids("docs"))
+    assert sorted((r.metadata["root"], r.metadata["source"], r.text) for r in records) == [
+        ("docs", "a.md", "# A\n\nfrom x"), ("docs-y", "a.md", "# A\n\nfrom y")]

@@ -298,3 +298,122 @@ async def test_postgres_reconnects_after_restart_without_duplicates(postgres: An
     finally:
         await store.delete_collection(name)
         await store.close()
+
+
+# -- a row damaged outside the store ----------------------------------------------------
+
+# how each store's row is damaged: (SQL, parameters) per store; `{t}` is the table
+DAMAGES: dict[str, dict[str, tuple[str, ...]]] = {
+    "metadata-null": {
+        "sqlite": ("UPDATE records SET metadata = 'null' WHERE collection = ? AND id = ?",),
+        "postgres": ("UPDATE {t} SET metadata = 'null'::jsonb WHERE id = %s",),
+    },
+    "metadata-array": {
+        "sqlite": ("UPDATE records SET metadata = '[1, 2]' WHERE collection = ? AND id = ?",),
+        "postgres": ("UPDATE {t} SET metadata = '[1, 2]'::jsonb WHERE id = %s",),
+    },
+    "vector": {  # SQLite: a BLOB of two floats in a 3-dimensional collection; PostgreSQL: NULL
+        "sqlite": ("UPDATE records SET vector = zeroblob(8) WHERE collection = ? AND id = ?",),
+        "postgres": (
+            "ALTER TABLE {t} ALTER COLUMN embedding DROP NOT NULL",
+            "UPDATE {t} SET embedding = NULL WHERE id = %s",
+        ),
+    },
+}
+
+
+async def damage(store: Any, collection: str, record_id: str, how: str) -> None:
+    """Damage one row with the database's own client, as a bad migration or a hand edit would."""
+    if isinstance(store, SQLiteVectorStore):
+        import sqlite3
+
+        with sqlite3.connect(store.path) as conn:
+            for sql in DAMAGES[how]["sqlite"]:
+                assert conn.execute(sql, (collection, record_id)).rowcount == 1
+        return
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(store._dsn, autocommit=True) as conn:
+        for sql in DAMAGES[how]["postgres"]:
+            table = f'"kmem_{collection}"'
+            await conn.execute(sql.format(t=table), (record_id,) if "%s" in sql else None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("how", list(DAMAGES))
+async def test_a_damaged_row_is_a_memory_store_error_naming_collection_and_record(
+    store: Any, name: str, how: str
+) -> None:
+    await store.create_collection(name, 3)
+    await store.upsert(name, [
+        MemoryRecord("good", "healthy words", unit(0), {"k": 1}),
+        MemoryRecord("bad", "damaged words", unit(5), {"k": 2}),
+    ])
+    await store.get(name, ["good", "bad"])  # read once: any cache is warm
+    await damage(store, name, "bad", how)
+    reads: dict[str, Any] = {
+        "get": lambda: store.get(name, ["good", "bad"]),
+        "search": lambda: store.search(name, unit(0), k=5),
+        "hybrid_search": lambda: store.hybrid_search(name, "words", unit(0), k=5),
+    }
+    if how.startswith("metadata"):  # keyword search reads metadata, not vectors
+        reads["keyword_search"] = lambda: store.keyword_search(name, "words", k=5)
+    for call, read in reads.items():
+        with pytest.raises(MemoryStoreError) as info:
+            await read()
+        message = str(info.value)
+        assert f"'{name}'" in message and "'bad'" in message, (call, message)
+        assert not isinstance(info.value, FilterError)
+    # the damaged record can be deleted by id; the collection is whole again
+    assert await store.delete(name, ["bad"]) == 1
+    assert [r.id for r in await store.get(name, ["good", "bad"])] == ["good"]
+    assert [h.record.id for h in await store.search(name, unit(0), k=5)] == ["good"]
+
+
+@pytest.mark.parametrize(
+    ("sql", "problem"),
+    [
+        ("UPDATE records SET metadata = '{\"k\": ' WHERE collection = ? AND id = ?", "not valid JSON"),
+        ("UPDATE records SET metadata = 'null' WHERE collection = ? AND id = ?", "not an object"),
+        ("UPDATE records SET metadata = x'00ff' WHERE collection = ? AND id = ?", "not valid JSON"),
+        ("UPDATE records SET vector = zeroblob(7) WHERE collection = ? AND id = ?", "7 bytes, expected 12"),
+        ("UPDATE records SET vector = zeroblob(16) WHERE collection = ? AND id = ?", "16 bytes, expected 12"),
+        ("UPDATE records SET vector = 'text' WHERE collection = ? AND id = ?", "not a BLOB"),
+        ("UPDATE records SET vector = ? WHERE collection = ? AND id = ?", "NaN or infinite"),
+    ],
+    ids=["invalid-json", "json-null", "blob", "7-bytes", "16-bytes", "text-vector", "nan"],
+)
+async def test_sqlite_file_damaged_with_sqlite3(tmp_path: Any, name: str, sql: str, problem: str) -> None:
+    """The SQLite file edited with sqlite3 behind the store's back (while it is open, and
+    after reopening): every read names the collection and the record, never a raw
+    ValueError or JSONDecodeError; listing with a filter too."""
+    import sqlite3
+    import struct
+
+    path = tmp_path / "damaged.db"
+    store = SQLiteVectorStore(path)
+    try:
+        await store.upsert(name, [MemoryRecord("good", "healthy words", unit(0), {"k": 1}),
+                                  MemoryRecord("bad", "damaged words", unit(5), {"k": 2})])
+        await store.search(name, unit(0))  # the matrix is cached
+        params: tuple[Any, ...] = (name, "bad")
+        if "vector = ?" in sql:
+            params = (struct.pack("<3f", 1.0, float("nan"), 0.0), *params)
+        with sqlite3.connect(path) as conn:
+            assert conn.execute(sql, params).rowcount == 1
+        for reopen in (False, True):
+            if reopen:
+                await store.close()
+                store = SQLiteVectorStore(path)
+            if "vector" in sql:
+                reads = [store.get(name, ["bad"]), store.search(name, unit(0)), store.list_ids(name)]
+            else:
+                reads = [store.get(name, ["bad"]), store.keyword_search(name, "damaged", k=3),
+                         store.list_ids(name, "k=2")]
+            expected = rf"corrupted record 'bad' in collection '{name}'.*{problem}"
+            for read in reads:
+                with pytest.raises(MemoryStoreError, match=expected):
+                    await read
+        assert await store.delete(name, ["bad"]) == 1
+        assert await store.list_ids(name, "k=1") == ["good"]
+    finally:
+        await store.close()

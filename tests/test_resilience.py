@@ -328,3 +328,96 @@ def test_backoff_grows_exponentially_within_the_jitter_range() -> None:
     assert min(backoff_delay(full, 1) or 1 for _ in range(500)) < 0.1
     assert backoff_delay(retry, 1, retry_after=3.0) == 3.0
     assert backoff_delay(retry, 1, retry_after=retry.max_retry_after + 1) is None
+
+
+# -- defaults that end: the stream idle timeout, the default deadline ------------------------
+
+
+async def _stalled_after(first: list[bytes], stall: float = 30.0) -> Any:
+    for chunk in first:
+        yield chunk
+    await asyncio.sleep(stall)  # far past the idle timeout: only a hang-up ends it
+    yield b"data: [DONE]\n\n"
+
+
+async def test_stream_idle_timeout_cuts_a_stream_that_stalls_after_the_first_event() -> None:
+    from kernel.errors import ProviderTimeoutError
+    from tests.http_fakes import openai_chunk
+
+    async def handler(req: Request) -> StreamReply:
+        return StreamReply(lambda: _stalled_after([openai_chunk("first")]))
+
+    with FakeHTTPServer(handler) as server:
+        chat = ResilientChatModel(make_registry({"main": service(server, stream_idle_timeout=0.3)}), "main")
+        seen: list[Any] = []
+        async with asyncio.timeout(10):  # without the idle timeout this guard would end the test
+            with pytest.raises(ProviderTimeoutError) as info:
+                async for event in chat.stream(request()):
+                    seen.append(event)
+        assert [e.text for e in seen if isinstance(e, TextDelta)] == ["first"]
+        assert info.value.service == "main" and "stream_idle_timeout" in str(info.value)
+        assert "service=main" in str(info.value) and "model=fake-model" in str(info.value)
+        assert len(chat_posts(server)) == 1  # the caller saw an event: not retried
+        assert server.wait_for(lambda: server.disconnects == 1)  # the connection was closed
+
+
+async def test_headers_then_nothing_is_retried_then_falls_back(ok_server: FakeHTTPServer) -> None:
+    async def handler(req: Request) -> StreamReply:
+        return StreamReply(lambda: _stalled_after([]))
+
+    with FakeHTTPServer(handler) as server:
+        registry = make_registry(
+            {"main": service(server, stream_idle_timeout=0.3, fallbacks=["backup"]), "backup": service(ok_server)}
+        )
+        async with asyncio.timeout(10):
+            events = [e async for e in ResilientChatModel(registry, "main").stream(request())]
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "fallback"
+    assert len(chat_posts(server)) == FAST_RETRY["max_attempts"]  # a timeout before any event is retried
+    assert len(chat_posts(ok_server)) == 1
+
+
+async def test_a_server_dripping_bytes_slower_than_events_cannot_hold_a_stream() -> None:
+    from kernel.errors import ProviderTimeoutError
+    from tests.http_fakes import openai_chunk
+
+    event = openai_chunk("never complete")
+
+    async def drip() -> Any:
+        for i in range(len(event)):  # one byte every 0.1 s: the connection never goes quiet
+            await asyncio.sleep(0.1)
+            yield event[i : i + 1]
+
+    async def handler(req: Request) -> StreamReply:
+        return StreamReply(drip)
+
+    with FakeHTTPServer(handler) as server:
+        retry = {**FAST_RETRY, "max_attempts": 2}
+        chat = ResilientChatModel(make_registry({"main": service(server, stream_idle_timeout=0.4, retry=retry)}),
+                                  "main")
+        async with asyncio.timeout(10):
+            with pytest.raises(ProviderTimeoutError, match="service=main"):
+                async for _ in chat.stream(request()):
+                    pass
+        assert len(chat_posts(server)) == 2
+        assert server.wait_for(lambda: server.disconnects == 2)
+        assert server.streams_finished == 0
+
+
+def test_defaults_of_service_settings_apply_to_services_added_in_code() -> None:
+    from kernel.settings import ServiceSettings
+
+    defaults = ServiceSettings.model_validate({"provider": "x"})
+    assert (defaults.deadline, defaults.stream_idle_timeout) == (600.0, 120.0)
+    registry = make_registry({}, breaker={"failures": 3, "cooldown": 7.0})
+    registry.add_service("coded", OpenAIChatModel("coded-model", api_key=SECRET, base_url="http://127.0.0.1:9/v1"))
+    chat = ResilientChatModel(registry, "coded")
+    [target] = chat.chain()
+    assert chat._deadline == defaults.deadline  # was: no deadline at all
+    assert target.idle_timeout == defaults.stream_idle_timeout
+    assert target.max_concurrency == defaults.max_concurrency
+    assert (target.breaker.failures, target.breaker.cooldown) == (3, 7.0)  # the kernel's breaker
+    assert target.retry == registry.settings.retry
+
+    configured = ResilientChatModel(make_registry({"main": {"provider": "openai", "api_key": SECRET}}), "main")
+    [main] = configured.chain()
+    assert configured._deadline == 600.0 and main.idle_timeout == 120.0

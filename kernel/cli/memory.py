@@ -6,8 +6,15 @@ are the kernel's services (`--embedding`, `--store` pick named ones, default: th
 configured defaults).
 
     kernel memory ingest docs/ --collection docs --chunk-size 800 --overlap 80
+    kernel memory ingest ../other/docs --as other-docs
     kernel memory search "how do I install?" --collection docs -k 5 --filter "source=guide.md"
     kernel memory collections --json
+
+Every folder ingested is a *source root* named by the folder's name (`docs`), or by
+`--as NAME`: re-ingesting it updates and prunes only its own chunks, never another
+folder's; another folder with the same name is refused (`--as`, or `--replace` to take
+the name over). Binary files and links out of the folder (without `--follow-links`) are
+skipped, each with a warning on stderr.
 
 Filter expressions (`--filter`, repeatable, ANDed): `source=a.md`, `year>=2020`,
 `tag in a,b`, `tag not in a,b`, `tags contains x`, or a JSON filter
@@ -47,7 +54,14 @@ def register_commands(register: RegisterCommand) -> None:
     ingest.add_argument("--overlap", type=int, default=None, metavar="N",
                         help="chunk overlap (default: a tenth of the chunk size, at most 100)")
     ingest.add_argument("--unit", choices=["chars", "tokens"], default="chars")
-    ingest.add_argument("--no-prune", action="store_true", help="keep chunks that left re-ingested files")
+    ingest.add_argument("--no-prune", action="store_true",
+                        help="keep chunks that left re-ingested files, and those of files gone from the folder")
+    ingest.add_argument("--as", "--source-root", dest="source_root", metavar="NAME",
+                        help="name of the source root (default: the folder's name); one PATH only")
+    ingest.add_argument("--follow-links", action="store_true",
+                        help="follow symbolic links leading out of the folder (default: skipped)")
+    ingest.add_argument("--replace", action="store_true",
+                        help="take over a source root name that holds another folder's chunks (a moved folder)")
     services(ingest)
     ingest.set_defaults(handler=ingest_command)
 
@@ -81,7 +95,6 @@ async def ingest_command(args: argparse.Namespace, kernel: Kernel) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-
     if args.chunk_size < 1:
         raise UsageError(f"--chunk-size must be at least 1, not {args.chunk_size}")
     overlap = min(100, args.chunk_size // 10) if args.overlap is None else args.overlap
@@ -90,6 +103,8 @@ async def ingest_command(args: argparse.Namespace, kernel: Kernel) -> int:
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    if args.source_root is not None and len(args.paths) != 1:
+        raise UsageError(f"--as names the folder of one PATH; {len(args.paths)} were given")
     memory = _memory(args, kernel)
     console = Console(stderr=True)
     with Progress(
@@ -115,21 +130,32 @@ async def ingest_command(args: argparse.Namespace, kernel: Kernel) -> int:
             unit=args.unit,
             progress=progress,
             prune=not args.no_prune,
+            source_root=args.source_root,
+            follow_links=args.follow_links,
+            replace=args.replace,
         )
+    for item in report.skipped_files:
+        print(f"warning: skipped {item.path}: {item.reason}", file=sys.stderr)
     data = {
         "collection": args.collection,
+        "roots": list(report.roots),
         "files": report.files,
         "chunks": report.chunks,
         "added": report.added,
         "skipped": report.skipped,
         "removed": report.removed,
+        "removed_files": report.removed_files,
+        "skipped_files": [{"path": f.path, "reason": f.reason} for f in report.skipped_files],
     }
     if args.json:
         print(json.dumps(data))
     else:
+        roots = ", ".join(repr(r) for r in report.roots)
         print(
-            f"{report.files} file(s), {report.chunks} chunk(s) in {args.collection!r}: "
+            f"{report.files} file(s) of {roots}, {report.chunks} chunk(s) in {args.collection!r}: "
             f"{report.added} added, {report.skipped} unchanged, {report.removed} removed"
+            + (f" ({report.removed_files} file(s) no longer present)" if report.removed_files else "")
+            + (f"; {len(report.skipped_files)} file(s) skipped" if report.skipped_files else "")
         )
     return 0
 

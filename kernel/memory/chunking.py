@@ -11,11 +11,16 @@ chunks of a section overlap by about `overlap` units, starting at a word boundar
 never inside a code block.
 
 Every chunk keeps its character offsets: `text[chunk.start:chunk.end] == chunk.text`.
+
+Files to ingest: `find_files` walks folders (names starting with `.` left out; symbolic
+links leading out of the folder skipped unless `follow_links`; each real file once) and
+`decode_text` tells text from binary (a NUL byte, or mostly not UTF-8).
 """
 
 from __future__ import annotations
 
 import bisect
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,24 +228,111 @@ def load_text(path: Path) -> str:
     return path.read_text(encoding="utf-8", errors="replace")
 
 
-def iter_files(
-    paths: list[Path], suffixes: tuple[str, ...] = TEXT_SUFFIXES
-) -> list[tuple[Path, Path]]:
-    """(file, root) for every text file under `paths` (files or folders), sorted, no dups."""
-    found: dict[Path, Path] = {}
+_SNIFF = 8192
+_MAX_UNDECODABLE = 0.3
+
+
+def decode_text(data: bytes) -> str | None:
+    """`data` as text (UTF-8, the odd undecodable byte replaced), or None when it is binary:
+    a NUL byte in its first 8 KiB, or more than 30% of it not UTF-8 (Latin-1 text, with
+    its odd accented letter replaced, is text)."""
+    if b"\0" in data[:_SNIFF]:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("utf-8", errors="replace")
+    bad = text.count("\ufffd")
+    return None if bad > _MAX_UNDECODABLE * max(1, len(text)) else text
+
+
+@dataclass(frozen=True, slots=True)
+class FoundFile:
+    """A file to ingest: `rel` is its path under `root` (the folder given, or the folder of
+    a file given), with `/` separators."""
+
+    path: Path
+    rel: str
+    root: Path
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedFile:
+    """A file or link not ingested, and why."""
+
+    path: str
+    reason: str
+
+
+def find_files(
+    paths: list[Path], suffixes: tuple[str, ...] = TEXT_SUFFIXES, *, follow_links: bool = False
+) -> tuple[list[FoundFile], list[SkippedFile]]:
+    """The text files under `paths` (files or folders), sorted, each real file once, and the
+    links that were not followed.
+
+    In a folder, names starting with `.` are left out, and so is any symbolic link whose
+    target lies outside the folder, unless `follow_links` (then linked folders are walked
+    too, each real folder once: a link loop ends). A link inside the folder is not walked
+    (its target is, under its own path). A path given by name is always read.
+    """
+    found: list[FoundFile] = []
+    skipped: list[SkippedFile] = []
     for p in paths:
         if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in suffixes and not _hidden(f.relative_to(p)):
-                    found.setdefault(f.resolve(), p)
+            _walk(p, suffixes, follow_links, found, skipped)
         elif p.is_file():
-            found.setdefault(p.resolve(), p.parent)
+            found.append(FoundFile(p, p.name, p.parent))
         else:
             raise FileNotFoundError(f"no such file or folder: {p}")
-    return [(f, root) for f, root in found.items()]
+    best: dict[Path, FoundFile] = {}
+    for f in sorted(found, key=lambda f: (f.root.as_posix(), f.rel)):
+        real = f.path.resolve()
+        kept = best.get(real)
+        # the same file reached twice: keep the path it really has under its root
+        if kept is None or (not _at_home(kept) and _at_home(f)):
+            best[real] = f
+    return sorted(best.values(), key=lambda f: (f.root.as_posix(), f.rel)), skipped
 
 
-def _hidden(rel: Path) -> bool:
-    return any(part.startswith(".") for part in rel.parts)
+def _at_home(f: FoundFile) -> bool:
+    return f.path.resolve() == f.root.resolve() / f.rel
 
 
+def _walk(
+    root: Path, suffixes: tuple[str, ...], follow: bool, found: list[FoundFile], skipped: list[SkippedFile]
+) -> None:
+    home = root.resolve()
+    walked = {home}
+    stack = [(root, "")]
+    while stack:
+        folder, prefix = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:  # an error, not a skip: pruning would drop what the folder holds
+            from ..errors import MemoryStoreError
+
+            raise MemoryStoreError(f"cannot read the folder {folder}: {exc.strerror or exc}") from None
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path, rel = Path(entry.path), prefix + entry.name
+            if entry.is_symlink():
+                try:
+                    target = path.resolve(strict=True)
+                except (OSError, RuntimeError):
+                    skipped.append(SkippedFile(str(path), "a broken symbolic link"))
+                    continue
+                if not follow:
+                    if not target.is_relative_to(home):
+                        skipped.append(SkippedFile(str(path), f"a symbolic link out of {root} (to {target}); "
+                                                   "not followed (--follow-links, follow_links=True)"))
+                        continue
+                    if target.is_dir():
+                        continue  # walked under its own path
+            if entry.is_dir():
+                real = path.resolve()
+                if real not in walked:
+                    walked.add(real)
+                    stack.append((path, rel + "/"))
+            elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in suffixes:
+                found.append(FoundFile(path, rel, root))

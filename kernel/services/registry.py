@@ -47,6 +47,8 @@ class ServiceRegistry:
         self.connectors: dict[tuple[ServiceKind, str], Connector] = {}
         self._instances: dict[tuple[ServiceKind, str], Any] = {}  # by (kind, name)
         self._wrapped: dict[tuple[ServiceKind, str], Any] = {}
+        # the circuit breaker of each service, by (kind, name); kept by `services.resilience`
+        self.breakers: dict[tuple[ServiceKind, str], Any] = {}
         self._http_clients: dict[str, Any] = dict(http_clients or {})
 
     # -- registration ---------------------------------------------------------------
@@ -69,6 +71,7 @@ class ServiceRegistry:
         """Register a ready-made service object (a scripted test model, a custom store)."""
         self._instances[(kind, name)] = instance
         self._wrapped.pop((kind, name), None)
+        self.breakers.pop((kind, name), None)  # a new service starts with a closed breaker
 
     def set_http_client(self, name: str, client: Any) -> None:
         """Give the connector of the configured service `name` this HTTP client (an
@@ -77,6 +80,8 @@ class ServiceRegistry:
         self._http_clients[name] = client
         for key in [key for key in self._instances if key[1] == name]:
             del self._instances[key]
+        for key in [key for key in self.breakers if key[1] == name]:
+            del self.breakers[key]
 
     # -- lookup -----------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""The one resilience layer: retries, a deadline, fallbacks and bounded concurrency around
-every chat and embedding service.
+"""The one resilience layer: retries, a deadline, a stream idle timeout, fallbacks, a circuit
+breaker and bounded concurrency around every chat and embedding service.
 
 Connectors make exactly one provider call per request (their SDK retries are off); this
 module owns every retry. The policy is the same for chat and embeddings:
@@ -20,9 +20,25 @@ module owns every retry. The policy is the same for chat and embeddings:
   fallen back from.
 * **Streaming** retries and falls back only before the first event reached the caller;
   after that an error propagates (the caller already saw part of an answer).
-* **Deadline.** `ServiceSettings.deadline` of the primary service bounds the whole call,
-  attempts, backoff and fallbacks included -> `DeadlineExceededError` naming the service.
-  A backoff that would end past the deadline fails at once instead of sleeping.
+* **Deadline.** `ServiceSettings.deadline` (default 600 s) of the primary service bounds
+  the whole call, attempts, backoff and fallbacks included -> `DeadlineExceededError`
+  naming the service. A backoff that would end past the deadline fails at once instead of
+  sleeping.
+* **Stream idle timeout.** `ServiceSettings.stream_idle_timeout` (default 120 s) of the
+  service being streamed bounds the wait for each event, the first one included (a server
+  that sends its headers and then nothing, or drips a byte now and then, cannot hold a
+  stream): `ProviderTimeoutError` naming the service, retried and fallen back from like
+  any timeout while no event has reached the caller, raised to the caller after that.
+* **Circuit breaker.** After `BreakerSettings.failures` consecutive failed calls on a
+  service (a call: every attempt of one request on that service; it fails when the
+  service is given up, its deadline passes on it, or a stream breaks) the service is
+  skipped for `cooldown` seconds: calls go straight to the next service of the chain,
+  or raise `CircuitOpenError` naming the service and when it is tried again
+  (`retry_after`, seconds). Then one trial call (half-open) decides: success closes the
+  breaker, failure opens it for another cooldown; other calls skip the service while the
+  trial runs. HTTP 400/422 reject the request, not the service: they count as answers.
+  One breaker per (kind, service name) and registry, on the event loop's clock; a
+  service's `breaker` settings, else the kernel's `KernelSettings.breaker`.
 * **Concurrency.** At most `max_concurrency` calls run at once per service (one
   semaphore per service and registry, shared by every wrapper that reaches the service).
 * **Cancellation** propagates untouched; a stream's inner generator is closed.
@@ -33,8 +49,9 @@ is a `ConfigurationError` naming both services. Vector stores are not wrapped: a
 failure is not one another store could answer for.
 
 Services added in code with `add_service` use the settings of a configured service of the
-same name when there is one; otherwise no fallbacks, no deadline, the kernel-wide
-`KernelSettings.retry`, and the default concurrency bound.
+same name when there is one; otherwise the defaults of `ServiceSettings` (no fallbacks,
+the 600 s deadline, the 120 s stream idle timeout, 16 concurrent calls) with the
+kernel-wide `KernelSettings.retry` and `KernelSettings.breaker`.
 Every `ProviderError` that leaves this module names its service, provider and model.
 """
 
@@ -43,17 +60,25 @@ from __future__ import annotations
 import asyncio
 import random
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..contents import ChatRequest, ChatResponse, StreamEvent
-from ..errors import ConfigurationError, DeadlineExceededError, ProviderError, ServiceNotFoundError
+from ..errors import (
+    CircuitOpenError,
+    ConfigurationError,
+    DeadlineExceededError,
+    ProviderError,
+    ProviderTimeoutError,
+    ServiceNotFoundError,
+)
 from ..logging import LazyLogger
 
 if TYPE_CHECKING:
     from ..hookspecs import ChatModel, EmbeddingModel, ServiceKind
-    from ..settings import RetrySettings
+    from ..settings import BreakerSettings, RetrySettings, ServiceSettings
     from .registry import ServiceRegistry
 
 T = TypeVar("T")
@@ -61,7 +86,6 @@ T = TypeVar("T")
 log = LazyLogger("kernel.resilience")
 
 _REQUEST_ERRORS = frozenset({400, 422})
-_DEFAULT_CONCURRENCY = 16
 
 # (registry) -> (kind, service name) -> (loop, semaphore); a semaphore is bound to one event loop.
 _LIMITS: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], tuple[Any, asyncio.Semaphore]]] = (
@@ -76,6 +100,50 @@ class _Target:
     name: str
     retry: RetrySettings
     max_concurrency: int
+    breaker: BreakerSettings
+    idle_timeout: float | None
+
+
+class _Circuit:
+    """The breaker of one service (per registry and kind), on its event loop's clock."""
+
+    __slots__ = ("failures", "loop", "open_until", "trial")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.failures = 0  # consecutive failed calls
+        self.open_until: float | None = None  # loop time; None: closed
+        self.trial = False  # a half-open trial call is running
+
+    def enter(self, now: float) -> bool | None:
+        """None: open, skip the service. True: this call is the half-open trial. False: closed."""
+        if self.open_until is None:
+            return False
+        if now < self.open_until or self.trial:
+            return None
+        self.trial = True
+        return True
+
+    def succeeded(self, trial: bool) -> None:
+        self.failures, self.open_until = 0, None
+        if trial:
+            self.trial = False
+
+    def failed(self, now: float, trial: bool, settings: BreakerSettings) -> bool:
+        """Count a failed call; True when it opened the breaker."""
+        if trial:
+            self.trial = False
+        self.failures += 1
+        if trial or self.failures >= settings.failures:
+            opened = trial or self.open_until is None
+            self.open_until = now + settings.cooldown
+            return opened
+        return False
+
+    def released(self, trial: bool) -> None:
+        """A call ended without telling anything about the service (cancelled, misconfigured)."""
+        if trial:
+            self.trial = False
 
 
 def backoff_delay(
@@ -95,8 +163,38 @@ def _falls_back(error: ProviderError) -> bool:
     return error.status_code not in _REQUEST_ERRORS
 
 
+class _Outcome:
+    """What one call on one service told its breaker; reported exactly once."""
+
+    __slots__ = ("circuit", "service", "settled", "target", "trial")
+
+    def __init__(self, service: ResilientService, target: _Target, circuit: _Circuit, trial: bool) -> None:
+        self.service, self.target, self.circuit, self.trial = service, target, circuit, trial
+        self.settled = False
+
+    def success(self) -> None:
+        if not self.settled:
+            self.settled = True
+            self.circuit.succeeded(self.trial)
+            self.trial = False  # the trial is over; a later failure of this call counts as any
+
+    def failure(self) -> None:
+        self.settled = True
+        now = self.circuit.loop.time()
+        if self.circuit.failed(now, self.trial, self.target.breaker):
+            log.warning(f"circuit breaker of {self.service.kind} service opened", service=self.target.name,
+                        failures=self.circuit.failures, cooldown=self.target.breaker.cooldown)
+        self.trial = False
+
+    def release(self) -> None:
+        if not self.settled:
+            self.settled = True
+            self.circuit.released(self.trial)
+
+
 class ResilientService:
-    """A service as the kernel uses it: retried, bounded, with fallbacks and a deadline."""
+    """A service as the kernel uses it: retried, bounded, with fallbacks, a deadline and a
+    circuit breaker."""
 
     kind: ServiceKind
 
@@ -120,27 +218,31 @@ class ResilientService:
     def model(self) -> str:
         return str(getattr(self.inner, "model", ""))
 
-    def _target(self, name: str) -> _Target:
+    def _settings(self, name: str) -> ServiceSettings:
+        """A service's settings; the defaults of `ServiceSettings` for one added in code."""
         try:
-            svc = self.registry.service_settings(name, self.kind)
+            return self.registry.service_settings(name, self.kind)
         except ServiceNotFoundError:
             if name not in self.registry.names():
                 raise
-            return _Target(name, self.registry.settings.retry, _DEFAULT_CONCURRENCY)
-        return _Target(name, svc.retry or self.registry.settings.retry, svc.max_concurrency)
+        from ..settings import ServiceSettings
+
+        return ServiceSettings.model_validate({"provider": "code"})
+
+    def _target(self, name: str) -> _Target:
+        svc = self._settings(name)
+        kernel = self.registry.settings
+        return _Target(
+            name, svc.retry or kernel.retry, svc.max_concurrency, svc.breaker or kernel.breaker, svc.stream_idle_timeout
+        )
 
     def chain(self) -> list[_Target]:
         """The primary followed by its fallbacks, in order (resolved once)."""
         if self._chain is None:
-            names = [self.name]
-            try:
-                svc = self.registry.service_settings(self.name, self.kind)
-            except ServiceNotFoundError:
-                svc = None
-            if svc is not None:
-                names += [n for n in svc.fallbacks if n not in names]
-                self._deadline = svc.deadline
-            self._chain = [self._target(n) for n in names]
+            svc = self._settings(self.name)
+            names = [self.name, *(n for n in svc.fallbacks if n != self.name)]
+            self._deadline = svc.deadline
+            self._chain = [self._target(n) for n in dict.fromkeys(names)]
         return self._chain
 
     def _semaphore(self, target: _Target) -> asyncio.Semaphore:
@@ -153,6 +255,28 @@ class ResilientService:
         if entry is None or entry[0] is not loop:
             entry = limits[key] = (loop, asyncio.Semaphore(target.max_concurrency))
         return entry[1]
+
+    def _enter(self, target: _Target) -> _Outcome | None:
+        """The breaker's leave to call `target` (None: it is open, skip the service)."""
+        loop = asyncio.get_running_loop()
+        key = (self.kind, target.name)
+        circuit = self.registry.breakers.get(key)
+        if not isinstance(circuit, _Circuit) or circuit.loop is not loop:
+            circuit = self.registry.breakers[key] = _Circuit(loop)
+        trial = circuit.enter(loop.time())
+        return None if trial is None else _Outcome(self, target, circuit, trial)
+
+    def _open_error(self, target: _Target) -> ProviderError:
+        circuit = self.registry.breakers[(self.kind, target.name)]
+        wait = max(0.0, circuit.open_until - circuit.loop.time()) if circuit.open_until is not None else 0.0
+        when = "after the trial call in progress" if wait == 0.0 else f"in {wait:.1f}s"
+        error = CircuitOpenError(
+            f"{self.kind} service {target.name!r} is skipped: its circuit breaker opened after "
+            f"{circuit.failures} consecutive failed calls; it is tried again {when}",
+            retry_after=wait,
+            retryable=False,
+        )
+        return self._fill(error, target.name)
 
     def _describe(self, name: str) -> tuple[str | None, str | None]:
         instance = self.registry.get(name, self.kind)
@@ -196,7 +320,8 @@ class ResilientService:
 
     def _fall_back(self, failures: list[str], target: _Target, following: _Target, error: ProviderError) -> None:
         """Record why `target` is given up and announce the next service of the chain."""
-        failures.append(f"{target.name}: {error.detail} (status {error.status_code})")
+        status = f" (status {error.status_code})" if error.status_code else ""
+        failures.append(f"{target.name}: {error.detail}{status}")
         log.warning(
             f"falling back to the next {self.kind} service",
             service=target.name,
@@ -217,7 +342,7 @@ class ResilientService:
     # -- calls -----------------------------------------------------------------------
 
     async def _call(self, operation: Callable[[Any], Awaitable[T]]) -> T:
-        """Run `operation(service)` under the policy: retries, fallbacks, deadline."""
+        """Run `operation(service)` under the policy: retries, fallbacks, deadline, breaker."""
         chain = self.chain()
         if self._deadline is None:
             return await self._attempts(chain, operation, None)
@@ -237,7 +362,35 @@ class ResilientService:
         failures: list[str] = []
         last = len(chain) - 1
         for position, target in enumerate(chain):
-            service = self.registry.get(target.name, self.kind)
+            outcome = self._enter(target)
+            if outcome is None:
+                error = self._open_error(target)
+                if position == last:
+                    raise self._note_failures(error, failures) from None
+                self._fall_back(failures, target, chain[position + 1], error)
+                continue
+            try:
+                return await self._on(target, position, outcome, operation, until)
+            except _GivenUp as given_up:
+                if position == last:
+                    raise self._note_failures(given_up.error, failures) from None
+                self._fall_back(failures, target, chain[position + 1], given_up.error)
+            except ProviderError as exc:  # not for another service: the request itself
+                raise self._note_failures(exc, failures) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _on(
+        self,
+        target: _Target,
+        position: int,
+        outcome: _Outcome,
+        operation: Callable[[Any], Awaitable[T]],
+        until: float | None,
+    ) -> T:
+        """Every attempt of one call on one service; `_GivenUp` to move on to the next."""
+        chain = self.chain()
+        service = self.registry.get(target.name, self.kind)
+        try:
             if position:
                 self._check_fallback(self.registry.get(chain[0].name, self.kind), service, target.name)
             semaphore = self._semaphore(target)
@@ -246,18 +399,37 @@ class ResilientService:
                 attempt += 1
                 try:
                     async with semaphore:
-                        return await operation(service)
+                        result = await operation(service)
                 except ProviderError as exc:
                     error = self._fill(exc, target.name)
                     delay = self._next_delay(target, attempt, error)
                     if delay is not None:
                         await self._sleep(delay, until, error)
                         continue
-                    if position == last or not _falls_back(error):
-                        raise self._note_failures(error, failures) from None
-                    self._fall_back(failures, target, chain[position + 1], error)
-                    break
-        raise AssertionError("unreachable")  # pragma: no cover
+                    if not _falls_back(error):
+                        outcome.success()  # the service answered; the request was refused
+                        raise error from None
+                    outcome.failure()
+                    raise _GivenUp(error) from None
+                outcome.success()
+                return result
+        except DeadlineExceededError:
+            outcome.failure()
+            raise
+        except asyncio.CancelledError:
+            if until is not None and asyncio.get_running_loop().time() >= until:
+                outcome.failure()  # the deadline passed on this service
+            raise
+        finally:
+            outcome.release()
+
+
+class _GivenUp(Exception):
+    """Internal: a service of the chain failed for good; try the next one."""
+
+    def __init__(self, error: ProviderError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class ResilientChatModel(ResilientService):
@@ -280,9 +452,33 @@ class ResilientChatModel(ResilientService):
         failures: list[str] = []
         last = len(chain) - 1
         for position, target in enumerate(chain):
-            model = self.registry.get(target.name, "chat")
-            semaphore = self._semaphore(target)
-            attempt = 0
+            outcome = self._enter(target)
+            if outcome is None:
+                error = self._open_error(target)
+                if position == last:
+                    raise self._note_failures(error, failures)
+                self._fall_back(failures, target, chain[position + 1], error)
+                continue
+            try:
+                async with aclosing(self._stream_on(target, outcome, request, until)) as events:
+                    async for event in events:
+                        yield event
+                return
+            except _GivenUp as given_up:
+                if position == last:
+                    raise self._note_failures(given_up.error, failures) from None
+                self._fall_back(failures, target, chain[position + 1], given_up.error)
+            except ProviderError as exc:
+                raise self._note_failures(exc, failures) from None
+
+    async def _stream_on(
+        self, target: _Target, outcome: _Outcome, request: ChatRequest, until: float | None
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Every attempt of one streamed call on one service; `_GivenUp` to move on."""
+        model = self.registry.get(target.name, "chat")
+        semaphore = self._semaphore(target)
+        attempt = 0
+        try:
             while True:
                 attempt += 1
                 started = False
@@ -293,41 +489,60 @@ class ResilientChatModel(ResilientService):
                 try:
                     while True:
                         try:
-                            event = await self._step(anext(events), until)
+                            event = await self._step(anext(events), until, target.idle_timeout)
                         except StopAsyncIteration:
+                            outcome.success()
                             return
-                        started = True
+                        if not started:
+                            started = True
+                            outcome.success()  # the service answers
                         yield event
                 except ProviderError as exc:
                     error = self._fill(exc, target.name)
                     if started:
+                        outcome.failure()  # the stream broke: the service failed this call
                         raise error from None
                     delay = self._next_delay(target, attempt, error)
-                    if delay is None and (position == last or not _falls_back(error)):
-                        raise self._note_failures(error, failures) from None
+                    if delay is None:
+                        if not _falls_back(error):
+                            outcome.success()
+                            raise error from None
+                        outcome.failure()
+                        raise _GivenUp(error) from None
                 finally:
                     semaphore.release()
                     closer = getattr(events, "aclose", None)
                     if closer is not None:
                         await closer()
-                assert error is not None  # the try block either returned or raised
-                if delay is not None:
-                    await self._sleep(delay, until, error)
-                    continue
-                self._fall_back(failures, target, chain[position + 1], error)
-                break
+                assert error is not None and delay is not None  # the try block returned or raised otherwise
+                await self._sleep(delay, until, error)
+        except DeadlineExceededError:
+            if not outcome.settled:
+                outcome.failure()
+            raise
+        finally:
+            outcome.release()
 
-    async def _step(self, awaitable: Any, until: float | None) -> Any:
-        """Await one step of a call, bounded by the deadline when there is one."""
-        if until is None:
+    async def _step(self, awaitable: Any, until: float | None, idle: float | None = None) -> Any:
+        """Await one step of a call, bounded by the deadline and the idle timeout, if any."""
+        loop = asyncio.get_running_loop()
+        limit = until
+        idle_first = False
+        if idle is not None and (until is None or loop.time() + idle < until):
+            limit, idle_first = loop.time() + idle, True
+        if limit is None:
             return await awaitable
         try:
-            async with asyncio.timeout_at(until) as scope:
+            async with asyncio.timeout_at(limit) as scope:
                 return await awaitable
         except TimeoutError as exc:
-            if scope.expired():
-                raise self._deadline_error(exc.__context__) from None
-            raise
+            if not scope.expired():
+                raise
+            if idle_first:
+                raise ProviderTimeoutError(
+                    f"no stream event within {idle}s (stream_idle_timeout of the service)"
+                ) from None
+            raise self._deadline_error(exc.__context__) from None
 
 
 class ResilientEmbeddingModel(ResilientService):
