@@ -415,8 +415,8 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
     return code, out, err
 
 
-CLASH_WARNING = ("warning: plugin 'contract-clash:contract_clash' failed: ValueError: command 'run' is already registered "
-                 "by kernel.cli.functions")
+CLASH_WARNING = ("warning: plugin 'contract-clash:contract_clash' failed: ValueError: command 'run' is already "
+                 "registered by kernel.cli.functions")
 
 
 def test_the_entry_points_are_installed(installed: Path) -> None:
