@@ -11,8 +11,10 @@ from __future__ import annotations
 import inspect
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import partial
 from typing import (
     TYPE_CHECKING,
     Annotated,
@@ -39,6 +41,11 @@ if TYPE_CHECKING:
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TOOL_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 TOOL_NAME_SEPARATOR = "-"
+
+SYNC_RUNNER: ContextVar[Callable[[Callable[[], Any]], Awaitable[Any]] | None] = ContextVar(
+    "kernel_sync_runner", default=None)
+"""Where plain sync native functions run: inline (None), or through this runner (the tool
+loop sets a worker-thread runner around a model's call, so `tool_timeout` holds)."""
 
 Concurrency = Literal["parallel", "sequential", "exclusive"]
 """How the tool loop may run a function: with others (`parallel`), one call at a time in
@@ -512,7 +519,11 @@ class NativeFunction(KernelFunction):
             import asyncio
 
             return await asyncio.to_thread(self.func, **arguments)
-        result = self.func(**arguments)
+        runner = SYNC_RUNNER.get()
+        if runner is not None:  # a model's tool call: run where its timeout can stop waiting
+            result = await runner(partial(self.func, **arguments))
+        else:
+            result = self.func(**arguments)
         if inspect.isawaitable(result):
             return await result
         return result

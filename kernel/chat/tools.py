@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import contextvars
 import dataclasses
-import inspect
 import json
 import os
 import queue
@@ -26,7 +25,7 @@ from pydantic_core import to_json
 
 from ..contents import ChatMessage, ToolCall, ToolSpec
 from ..errors import ConfigurationError, FunctionNotFoundError, FunctionTimeoutError
-from ..functions import FunctionResult, KernelFunction, NativeFunction
+from ..functions import SYNC_RUNNER, FunctionResult, KernelFunction
 from ..logging import mask_text
 from ..settings import ToolLoopSettings
 
@@ -290,9 +289,12 @@ class ToolThreads:
         return self.busy >= self.limit
 
     def run(self, call: Callable[[], Any]) -> asyncio.Future[Any]:
-        """Run `call()` in a worker thread (in a copy of the current context)."""
+        """Run `call()` in a worker thread (in a copy of the current context, where sync
+        functions it calls itself run inline: a worker never waits for another)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._jobs.put((contextvars.copy_context(), call, future))
+        context = contextvars.copy_context()
+        context.run(SYNC_RUNNER.set, None)
+        self._jobs.put((context, call, future))
         if not self._idle.acquire(blocking=False):
             with self._lock:
                 if self.threads < self.limit:
@@ -351,62 +353,33 @@ def tool_threads() -> ToolThreads:
         return _threads
 
 
-def in_worker_thread(fn: KernelFunction) -> KernelFunction | None:
-    """For a plain sync native function: a copy of it whose body runs in a ToolThreads
-    worker (so the tool loop's timeout can stop waiting for it); None for any other
-    function. Only the tool loop uses the copy: the kernel's filters and invoke pipeline
-    run as usual (on the event loop, with the copy as `context.function`), and direct
-    invocations of the function stay on their inline fast path."""
-    if not isinstance(fn, NativeFunction) or fn._is_async or fn._thread or type(fn).run is not NativeFunction.run:
-        return None
-    body = fn.func
-
-    async def threaded(**arguments: Any) -> Any:
-        value = await tool_threads().run(lambda: body(**arguments))
-        if inspect.isawaitable(value):  # a sync callable that returns an awaitable
-            value = await value
-        return value
-
-    twin = object.__new__(type(fn))
-    twin.__dict__.update(fn.__dict__)
-    twin.func = threaded
-    twin._is_async = True
-    return twin
-
-
 async def invoke_tool(kernel: Kernel, fn: KernelFunction, arguments: dict[str, Any],
                       policy: ToolLoopSettings) -> FunctionResult:
     """Invoke `fn` for a model's call: through `kernel.invoke` (function filters apply),
-    under `policy.tool_timeout`, a plain sync native function in a worker thread (with
-    `tool_timeout=None` nothing could stop it: it runs inline, the fast path). The value
-    comes back as the tool result's text: masked, cut to `policy.max_result_chars`."""
+    under `policy.tool_timeout`, plain sync native functions (this one and any it calls)
+    in worker threads so the timeout can stop waiting for them (with `tool_timeout=None`
+    nothing could stop them: they run inline, the fast path). The value comes back as the
+    tool result's text: masked, cut to `policy.max_result_chars`."""
     timeout = policy.tool_timeout
-    twin = in_worker_thread(fn) if timeout else None
-    if not timeout or (twin is None and not interruptible(fn)):  # (a NativeFunction subclass's own run)
+    if not timeout:
         value = await kernel.invoke(fn, arguments)
     else:
+        threads = tool_threads()
+        token = SYNC_RUNNER.set(threads.run)
         try:
             async with asyncio.timeout(timeout):  # no extra task, unlike wait_for
-                value = await kernel.invoke(twin or fn, arguments)
+                value = await kernel.invoke(fn, arguments)
         except TimeoutError as exc:
-            threads = tool_threads()
-            if twin is None or isinstance(exc, FunctionTimeoutError) or not threads.saturated:
+            if isinstance(exc, FunctionTimeoutError) or not threads.saturated:
                 raise
             raise FunctionTimeoutError(
                 f"{fn.fully_qualified_name} timed out after {timeout} s; all {threads.limit} worker threads for "
                 "sync functions are busy (a call that timed out runs on until it returns)"
             ) from None
+        finally:
+            SYNC_RUNNER.reset(token)
     value.value = safe_result(value.value, policy.max_result_chars)
     return value
-
-
-def interruptible(fn: KernelFunction) -> bool:
-    """False for a plain sync native function run inline: it runs to completion in one
-    step of the event loop, so a timeout could not interrupt it (the tool loop runs those
-    in worker threads instead, see in_worker_thread)."""
-    if isinstance(fn, NativeFunction):
-        return fn._is_async or fn._thread
-    return True
 
 
 # --- policy and selection -----------------------------------------------------------------

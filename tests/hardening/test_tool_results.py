@@ -257,8 +257,7 @@ async def test_direct_invocations_of_sync_functions_stay_inline(pool: tools.Tool
     sent, _ = await chat(kernel, tool_call("b.where"), tool_timeout=None)  # nothing to stop it: inline
     assert sent == [main]
     fn = kernel.get_function("b.where")
-    assert isinstance(fn, NativeFunction) and not tools.interruptible(fn)
-    assert fn.func.__name__ == "where"  # the function itself is untouched
+    assert isinstance(fn, NativeFunction) and fn.func.__name__ == "where"  # the function itself is untouched
 
 
 async def test_a_threaded_call_keeps_filters_context_arguments_and_its_own_timeout(pool: tools.ToolThreads) -> None:
@@ -279,8 +278,10 @@ async def test_a_threaded_call_keeps_filters_context_arguments_and_its_own_timeo
 
     kernel = make_kernel(context_and_kernel, own_timeout)
     names: list[str] = []
+    registered = {fn.fully_qualified_name: fn for fn in kernel.functions()}
 
     async def function_filter(context: FunctionContext, next: Any) -> None:
+        assert context.function is registered[context.function.fully_qualified_name]  # the function, not a copy
         names.append(context.function.fully_qualified_name)
         if "word" in context.arguments:
             context.arguments["word"] += "!"
