@@ -21,19 +21,17 @@ from typing import (
     Any,
     Literal,
     TypeVar,
-    get_args,
-    get_origin,
     get_type_hints,
     overload,
 )
 
+from ._signatures import FastPath, describe_hint, is_injected
 from .contents import Usage
 from .errors import ArgumentError, DuplicateNameError, PluginError
 
 if TYPE_CHECKING:
     # pydantic is imported when the first function is built, not with `import kernel`.
     from pydantic import BaseModel, ValidationError
-    from pydantic.fields import FieldInfo
 
     from .contents import KernelStreamEvent
     from .kernel import Kernel
@@ -317,74 +315,6 @@ def kernel_function(
     return mark(func) if func is not None else mark
 
 
-def _is_injected(param: inspect.Parameter, hint: Any) -> str | None:
-    """'kernel' or 'arguments' when the parameter asks for injection."""
-    from .kernel import Kernel
-
-    base = get_args(hint)[0] if get_origin(hint) is Annotated else hint
-    if base is Kernel or (param.name == "kernel" and hint is inspect.Parameter.empty):
-        return "kernel"
-    if base is KernelArguments:
-        return "arguments"
-    return None
-
-
-def _describe(hint: Any) -> tuple[Any, str, FieldInfo | None]:
-    """Split `Annotated[T, "doc" | Field(...)]` into type, description, field info."""
-    from pydantic.fields import FieldInfo
-
-    if get_origin(hint) is not Annotated:
-        return hint, "", None
-    base, *extras = get_args(hint)
-    description, info = "", None
-    for extra in extras:
-        if isinstance(extra, str):
-            description = extra
-        elif isinstance(extra, FieldInfo):
-            info = extra
-            description = extra.description or description
-    return base, description, info
-
-
-_EXACT_TYPES = (str, int, float, bool)
-
-
-class _FastPath:
-    """Validation without pydantic for the common case: every parameter a plain `str`,
-    `int`, `float` or `bool` and every value already of exactly that type. Anything else
-    (coercion, constraints, a missing or extra argument) goes to pydantic, which then
-    also produces the error message."""
-
-    __slots__ = ("defaults", "required", "types")
-
-    def __init__(self) -> None:
-        self.types: dict[str, type] = {}
-        self.required: list[str] = []
-        self.defaults: dict[str, Any] = {}
-
-    def add(self, name: str, base: Any, info: Any, required: bool, default: Any) -> _FastPath | None:
-        if info is not None or base not in _EXACT_TYPES:
-            return None
-        self.types[name] = base
-        if required:
-            self.required.append(name)
-        else:
-            self.defaults[name] = default
-        return self
-
-    def check(self, arguments: Mapping[str, Any]) -> dict[str, Any] | None:
-        types = self.types
-        for key, value in arguments.items():
-            if type(value) is not types.get(key):
-                return None
-        for key in self.required:
-            if key not in arguments:
-                return None
-        if self.defaults:
-            return {**self.defaults, **arguments}
-        return dict(arguments)
-
-
 class NativeFunction(KernelFunction):
     """A Python callable (sync or async) exposed as a kernel function."""
 
@@ -437,7 +367,7 @@ class NativeFunction(KernelFunction):
         for param in inspect.signature(self.func).parameters.values():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                 raise PluginError(f"{where}: *args/**kwargs parameters cannot be offered to models")
-            injected = _is_injected(param, hints.get(param.name, inspect.Parameter.empty))
+            injected = is_injected(param, hints.get(param.name, inspect.Parameter.empty))
             if injected == "kernel":
                 self._inject_kernel = param.name
             elif injected == "arguments":
@@ -451,12 +381,12 @@ class NativeFunction(KernelFunction):
         hints = self._hints
         fields: dict[str, Any] = {}
         params: list[ParameterInfo] = []
-        fast: _FastPath | None = _FastPath()
+        fast: FastPath | None = FastPath()
         for param in inspect.signature(self.func).parameters.values():
             if param.name in (self._inject_kernel, self._inject_arguments):
                 continue
             hint = hints.get(param.name, inspect.Parameter.empty)
-            base, description, info = _describe(hint)
+            base, description, info = describe_hint(hint)
             if base is inspect.Parameter.empty:
                 base = Any
             required = param.default is inspect.Parameter.empty
