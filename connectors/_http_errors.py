@@ -4,6 +4,13 @@ error tree, read `Retry-After`, build the missing-key error, keep secrets out of
 The OpenAI and Anthropic SDKs share the same exception shapes (`APIStatusError`,
 `APITimeoutError`, `APIConnectionError`, all built on `httpx2`), so one mapper serves both;
 each connector passes its SDK module in.
+
+Waits asked by the provider: `retry-after-ms` (OpenAI, Azure OpenAI) and Azure's
+`x-ms-retry-after-ms`, in milliseconds, win over `retry-after` (seconds, or an HTTP date);
+the result is `ProviderError.retry_after`, which the resilience layer honours (capped by
+`max_retry_after`). A refusal by Azure's content filter (HTTP 400 with error code
+`content_filter`) is a non-retryable `ProviderStatusError` whose message says so and names
+the flagged categories and severities (never the content).
 """
 
 from __future__ import annotations
@@ -26,15 +33,17 @@ _MAX_DETAIL = 400
 
 
 def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds to wait from `retry-after-ms`, or `retry-after` (seconds or an HTTP date)."""
+    """Seconds to wait from `retry-after-ms` or `x-ms-retry-after-ms`, else `retry-after`
+    (seconds or an HTTP date)."""
     if not headers:
         return None
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            return max(0.0, float(value) / 1000.0)
-        except ValueError:
-            pass
+    for name in ("retry-after-ms", "x-ms-retry-after-ms"):
+        value = headers.get(name)
+        if value:
+            try:
+                return max(0.0, float(value) / 1000.0)
+            except ValueError:
+                pass
     value = headers.get("retry-after")
     if not value:
         return None
@@ -75,6 +84,27 @@ def _body_message(body: object) -> str | None:
     return None
 
 
+def content_filter(body: object) -> str | None:
+    """None unless `body` is a content-filter refusal (Azure OpenAI's `content_filter` error
+    code, or its `ResponsibleAIPolicyViolation` inner code); then the flagged categories,
+    e.g. `"hate: high, violence: medium"` (empty when the body names none)."""
+    error = body.get("error", body) if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return None
+    inner = error.get("innererror")
+    inner = inner if isinstance(inner, dict) else {}
+    if error.get("code") != "content_filter" and inner.get("code") != "ResponsibleAIPolicyViolation":
+        return None
+    results = inner.get("content_filter_result") or error.get("content_filter_result") or {}
+    flagged = []
+    if isinstance(results, dict):
+        for category, verdict in results.items():
+            if isinstance(verdict, dict) and verdict.get("filtered"):
+                severity = verdict.get("severity")
+                flagged.append(f"{category}: {severity}" if isinstance(severity, str) else str(category))
+    return ", ".join(flagged)
+
+
 def map_exception(
     exc: BaseException,
     sdk: ModuleType,
@@ -95,6 +125,11 @@ def map_exception(
         return ProviderConnectionError(f"could not reach {provider}{reason}", **kw)
     if isinstance(exc, sdk.APIStatusError):
         response = exc.response
+        flagged = content_filter(exc.body)
+        if flagged is not None:
+            return ProviderStatusError(
+                f"{provider} refused the request: its content filter flagged it" + (f" ({flagged})" if flagged else ""),
+                status_code=response.status_code, retryable=False, **kw)
         message = _body_message(exc.body) or getattr(exc, "message", "") or "error"
         return ProviderStatusError(
             f"{provider} request failed: {redact(str(message), secret)}",

@@ -27,6 +27,11 @@ the neutral `seed`, `presence_penalty` and `frequency_penalty` are dropped with 
 once per setting and service, so that a prompt written for another provider still runs
 here; any other setting is a ConfigurationError naming it.
 
+The provider and the model are built to be reused: Claude on Amazon Bedrock and Google
+Vertex AI (`connectors.anthropic_clouds`) subclass `AnthropicProvider` (credentials,
+region, the SDK's platform client, profile) and keep this translation, tool loop and
+streaming. `probe()` asks `GET /v1/models/{model}`: no token spent.
+
 Usage: `input_tokens` counts every input token (Anthropic's `input_tokens` plus
 `cache_read_input_tokens` plus `cache_creation_input_tokens`); `cached_tokens` are the cache
 reads and `cache_write_tokens` the cache writes.
@@ -37,7 +42,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from kernel.contents import (
     ChatMessage,
@@ -52,10 +57,16 @@ from kernel.contents import (
     Usage,
     UsageEvent,
 )
-from kernel.errors import ConfigurationError, ProviderError, ProviderStatusError
+from kernel.errors import (
+    ConfigurationError,
+    KernelError,
+    ProviderConnectionError,
+    ProviderStatusError,
+    ProviderTimeoutError,
+)
 from kernel.hookspecs import hookimpl
 from kernel.logging import register_secret_env
-from kernel.services import ModelProfile, Provider
+from kernel.services import ModelProfile, Provider, Reachability
 
 from ._http_errors import map_exception
 
@@ -85,6 +96,15 @@ _ERROR_STATUS = {
     "api_error": 500,
     "timeout_error": 504,
     "overloaded_error": 529,
+    # Bedrock's exceptions inside an event stream (`:exception-type`), lower-cased
+    "validationexception": 400,
+    "accessdeniedexception": 403,
+    "resourcenotfoundexception": 404,
+    "modeltimeoutexception": 408,
+    "throttlingexception": 429,
+    "internalserverexception": 500,
+    "modelstreamerrorexception": 500,
+    "serviceunavailableexception": 503,
 }
 _TOOL_NAME = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -180,15 +200,20 @@ class AnthropicProvider(Provider):
     """Anthropic's Messages API, or any server speaking its wire format (`base_url`)."""
 
     name = PROVIDER
-    key_env = DEFAULT_KEY_ENV
+    key_env: ClassVar[str | None] = DEFAULT_KEY_ENV
 
     def __init__(self, service: str, settings: ServiceSettings, *, http_client: Any = None) -> None:
         super().__init__(service, settings, http_client=http_client)
         self.sdk = _sdk()
-        self.key = self.api_key()
+        self.key = self.resolve_key()
 
-    def create_client(self) -> Any:
-        kw: dict[str, Any] = {"api_key": self.key, "max_retries": 0}
+    def resolve_key(self) -> str | None:
+        return self.api_key()
+
+    def client_options(self) -> dict[str, Any]:
+        """What every Anthropic SDK client of this service gets: no SDK retries, the base
+        URL, the timeout, the injected HTTP client, default headers."""
+        kw: dict[str, Any] = {"max_retries": 0}
         if self.settings.base_url:
             kw["base_url"] = self.settings.base_url
         if self.settings.timeout is not None:
@@ -197,16 +222,46 @@ class AnthropicProvider(Provider):
             kw["http_client"] = self.http_client
         if self.settings.options.get("default_headers") is not None:
             kw["default_headers"] = self.settings.options["default_headers"]
-        return self.sdk.AsyncAnthropic(**kw)
+        return kw
+
+    def create_client(self) -> Any:
+        return self.sdk.AsyncAnthropic(api_key=self.key, **self.client_options())
 
     def profile(self, model: str) -> ModelProfile:
         return PROFILE
+
+    def credential_error(self, exc: BaseException) -> KernelError | None:
+        """The kernel error for a failure to obtain credentials (raised by the SDK's platform
+        clients before any request is sent), or None."""
+        return None
+
+    def probe_error(self, exc: BaseException, model: str, what: str) -> Reachability:
+        """A probe's failure as a finding: the endpoint answered with an error, or could not be reached."""
+        credentials = self.credential_error(exc)
+        if credentials is not None:  # the service itself was not contacted
+            return Reachability(None, False, f"{what}: {credentials}")
+        error = map_exception(exc, self.sdk, provider=self.name, model=model, secret=self.key)
+        if error is None:
+            raise exc
+        if isinstance(error, ProviderStatusError) and error.status_code == 404:
+            return Reachability(True, False, f"{what}: {error}", False)
+        reachable = not isinstance(error, ProviderConnectionError | ProviderTimeoutError)
+        return Reachability(reachable, False, f"{what}: {error}")
+
+    async def probe(self, model: str) -> Reachability:
+        """`GET /v1/models/{model}`: the server answers, accepts the key and knows the model."""
+        what = f"GET /v1/models/{model}"
+        try:
+            info = await self.client.models.retrieve(model)
+        except Exception as exc:
+            return self.probe_error(exc, model, what)
+        return Reachability(True, True, f"{what}: known as {getattr(info, 'id', model)!r}", True)
 
 
 class AnthropicChatModel:
     """Messages API over the official async SDK (one call per request, no retries)."""
 
-    provider = PROVIDER
+    provider: str = PROVIDER
 
     def __init__(
         self,
@@ -230,6 +285,7 @@ class AnthropicChatModel:
                 "timeout": timeout, "settings": dict(settings or {}), "options": dict(options or {})})
             connection = AnthropicProvider(service or PROVIDER, svc, http_client=http_client)
         self.connection = connection
+        self.provider = connection.name
         self.model = model
         self.service = connection.service
         self.base_url = connection.settings.base_url
@@ -242,7 +298,7 @@ class AnthropicChatModel:
         self.client = connection.client
 
     def __repr__(self) -> str:
-        return f"AnthropicChatModel(model={self.model!r}, base_url={self.base_url!r})"
+        return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r})"
 
     # -- request building ------------------------------------------------------------
 
@@ -296,14 +352,17 @@ class AnthropicChatModel:
             params["tools"] = tools
         return params, output_tool, wrapped
 
-    def _error(self, exc: BaseException) -> ProviderError | None:
-        error = map_exception(exc, self._sdk, provider=PROVIDER, model=self.model, secret=self._secret)
+    def _error(self, exc: BaseException) -> KernelError | None:
+        credentials = self.connection.credential_error(exc)
+        if credentials is not None:
+            return credentials
+        error = map_exception(exc, self._sdk, provider=self.provider, model=self.model, secret=self._secret)
         if isinstance(error, ProviderStatusError) and error.status_code is not None and error.status_code < 400:
             # An `error` event inside a 200 stream: the status comes from the error type.
             body = getattr(exc, "body", None)
             kind = body.get("error", {}).get("type") if isinstance(body, dict) else None
-            status = _ERROR_STATUS.get(str(kind), 500)
-            error = ProviderStatusError(error.detail, status_code=status, provider=PROVIDER, model=self.model)
+            status = _ERROR_STATUS.get(str(kind).lower(), 500)
+            error = ProviderStatusError(error.detail, status_code=status, provider=self.provider, model=self.model)
         return error
 
     # -- calls -------------------------------------------------------------------------
@@ -412,6 +471,10 @@ class AnthropicChatModel:
             finish = "stop"
         yield UsageEvent(usage)
         yield StreamEnd(finish, model)
+
+    async def probe(self) -> Reachability:
+        """Reachable, credentials accepted, model known; no token spent."""
+        return await self.connection.probe(self.model)
 
     async def aclose(self) -> None:
         await self.connection.aclose()

@@ -15,6 +15,9 @@ Configuration (`[services.NAME]`, provider `openai`, kind chat or embedding):
   llama-cpp-python's server turns into a grammar. `options.strict_schema` (default false)
   sets `strict` in json_schema mode (OpenAI's strict mode restricts the schemas accepted).
 * `options.stream_usage` (default true): ask for usage in streams (`stream_options`).
+* `options.tool_choices`: the tool-choice modes the server honours (default: all of
+  `auto`, `required`, `none`, `function`); a request's choice outside them is sent as its
+  nearest equivalent (`connectors._tool_choice`).
 * Embeddings: `options.dimension` (known for OpenAI's models: text-embedding-3-small
   1536, text-embedding-3-large 3072, text-embedding-ada-002 1536; required otherwise),
   `options.batch_size` (default 256 texts per request).
@@ -26,12 +29,17 @@ Execution settings follow the kernel's one policy (`kernel.services.profiles`):
 request, one answer); `extra_body` (a table) is merged into the request body, for
 server-specific parameters (llama.cpp's `top_k`, ...); the neutral `top_k` is dropped with
 a warning; any other setting is a ConfigurationError naming it.
+
+The provider and the models are built to be reused: Azure OpenAI (`azure_openai`) and the
+named presets for local servers (`ollama`, `vllm`, `lmstudio`, `llamacpp_server`) subclass
+`OpenAIProvider` (base URL, key, client, profile) and keep these models' request and
+response translation. `probe()` lists the server's models (`GET /models`): no token spent.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from kernel.contents import (
     ChatMessage,
@@ -46,11 +54,12 @@ from kernel.contents import (
     Usage,
     UsageEvent,
 )
-from kernel.errors import ConfigurationError, ProviderError
+from kernel.errors import ConfigurationError, ProviderConnectionError, ProviderError, ProviderTimeoutError
 from kernel.hookspecs import hookimpl
-from kernel.services import ModelProfile, Provider
+from kernel.services import ModelProfile, Provider, Reachability
 
 from ._http_errors import map_exception
+from ._tool_choice import TOOL_CHOICES, fit_tool_choice, parse_tool_choices, warn_once
 
 if TYPE_CHECKING:
     from kernel.settings import KernelSettings, ServiceSettings
@@ -81,7 +90,11 @@ PASSED_SETTINGS = frozenset(
         "n",
     }
 )
+SDK_PARAMETERS = PASSED_SETTINGS
+"""Parameters the SDK's `create()` takes by name; a profile's other parameters (a server's
+`top_k`, `min_p`, ...) travel in the body through `extra_body`."""
 JSON_SCHEMA_MODES = ("json_schema", "json_object")
+MAX_PROBED_MODELS = 1000
 _FINISH = {
     "stop": "stop",
     "length": "length",
@@ -100,37 +113,92 @@ def _sdk() -> Any:
 class OpenAIProvider(Provider):
     """OpenAI's API or any OpenAI-compatible server (`base_url`). Without `base_url` a key
     is required; with one, a missing key sends the placeholder `"not-needed"` (local servers
-    ignore it) unless `options.api_key_required = true`."""
+    ignore it) unless `options.api_key_required = true`.
+
+    Subclasses (Azure OpenAI, the local-server presets) change the class attributes below
+    and `resolve_key` / `create_client`; the models stay the same."""
 
     name = PROVIDER
-    key_env = DEFAULT_KEY_ENV
+    key_env: ClassVar[str | None] = DEFAULT_KEY_ENV
+    default_base_url: ClassVar[str | None] = None
+    """The base URL when the service sets none (None: the SDK's, OpenAI's API)."""
+    parameters: ClassVar[Mapping[str, str]] = {key: key for key in PASSED_SETTINGS}
+    """Execution settings the server honours -> their names in the request body."""
+    structured_output: ClassVar[str] = "json_schema"
+    """The default `options.json_schema_mode`."""
+    tool_choices: ClassVar[frozenset[str]] = TOOL_CHOICES
+    """The default `options.tool_choices`."""
 
     def __init__(self, service: str, settings: ServiceSettings, *, http_client: Any = None) -> None:
         super().__init__(service, settings, http_client=http_client)
         self.sdk = _sdk()
-        required = settings.options.get("api_key_required", settings.base_url is None)
-        self.key = self.api_key(required=bool(required)) or "not-needed"
+        self.key = self.resolve_key()
 
-    def create_client(self) -> Any:
-        kw: dict[str, Any] = {"api_key": self.key, "max_retries": 0}
-        if self.settings.base_url:
-            kw["base_url"] = self.settings.base_url
+    @property
+    def base_url(self) -> str | None:
+        return self.settings.base_url or self.default_base_url
+
+    def resolve_key(self) -> str:
+        required = self.settings.options.get("api_key_required", self.base_url is None)
+        return self.api_key(required=bool(required)) or "not-needed"
+
+    def client_options(self) -> dict[str, Any]:
+        """What every OpenAI SDK client of this service gets: no SDK retries, the timeout,
+        the injected HTTP client, default headers."""
+        kw: dict[str, Any] = {"max_retries": 0}
         if self.settings.timeout is not None:
             kw["timeout"] = self.settings.timeout
         if self.http_client is not None:
             kw["http_client"] = self.http_client
-        for name in ("organization", "project", "default_headers"):
+        if self.settings.options.get("default_headers") is not None:
+            kw["default_headers"] = self.settings.options["default_headers"]
+        return kw
+
+    def create_client(self) -> Any:
+        kw = self.client_options()
+        kw["api_key"] = self.key
+        if self.base_url:
+            kw["base_url"] = self.base_url
+        for name in ("organization", "project"):
             if self.settings.options.get(name) is not None:
                 kw[name] = self.settings.options[name]
         return self.sdk.AsyncOpenAI(**kw)
 
     def profile(self, model: str) -> ModelProfile:
-        mode = self.settings.options.get("json_schema_mode", "json_schema")
+        options = self.settings.options
+        mode = options.get("json_schema_mode", self.structured_output)
         if mode not in JSON_SCHEMA_MODES:
             raise ConfigurationError(
                 f"{self.where}: options.json_schema_mode must be one of {', '.join(JSON_SCHEMA_MODES)}, not {mode!r}"
             )
-        return ModelProfile(PROVIDER, {key: key for key in PASSED_SETTINGS}, structured_output=mode)
+        choices = self.tool_choices
+        if options.get("tool_choices") is not None:
+            choices = parse_tool_choices(options["tool_choices"], self.where)
+        return ModelProfile(self.name, dict(self.parameters), structured_output=mode, tool_choices=choices)
+
+    def model_listed(self, model: str, listed: Sequence[str]) -> bool | None:
+        """Whether `model` is among the server's `listed` model ids (None: cannot tell)."""
+        return model in listed if listed else None
+
+    async def probe(self, model: str | None) -> Reachability:
+        """`GET /models`: the server answers, accepts the key, and lists the model. No token spent."""
+        listed: list[str] = []
+        try:
+            async for item in self.client.models.list():
+                listed.append(str(item.id))
+                if len(listed) >= MAX_PROBED_MODELS:
+                    break
+        except Exception as exc:
+            error = map_exception(exc, self.sdk, provider=self.name, model=model or "", secret=self.key)
+            if error is None:
+                raise
+            unreachable = isinstance(error, ProviderConnectionError | ProviderTimeoutError)
+            return Reachability(not unreachable, False, f"GET /models: {error}")
+        available = self.model_listed(model, listed) if model else None
+        detail = f"GET /models: {len(listed)} model(s) listed"
+        if available is not None:
+            detail += f"; {model!r} {'is' if available else 'is not'} among them"
+        return Reachability(True, available is not False, detail, available)
 
 
 def _provider(
@@ -190,7 +258,7 @@ def _usage(usage: Any) -> Usage:
 class OpenAIChatModel:
     """Chat completions over the official async SDK (one call per request, no retries)."""
 
-    provider = PROVIDER
+    provider: str = PROVIDER
 
     def __init__(
         self,
@@ -210,10 +278,11 @@ class OpenAIChatModel:
             service, model, api_key=api_key, base_url=base_url, timeout=timeout, options=options,
             http_client=http_client, settings=settings)
         svc = self.connection.settings
+        self.provider = self.connection.name
         self.model = model
         self.service = self.connection.service
         self._where = self.connection.where
-        self.base_url = svc.base_url
+        self.base_url = self.connection.base_url
         self.default_settings = dict(svc.settings)
         self.options = dict(svc.options)
         self.profile = self.connection.profile(model)
@@ -225,7 +294,7 @@ class OpenAIChatModel:
         self.client = self.connection.client
 
     def __repr__(self) -> str:
-        return f"OpenAIChatModel(model={self.model!r}, base_url={self.base_url!r})"
+        return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r})"
 
     # -- request building ------------------------------------------------------------
 
@@ -241,10 +310,15 @@ class OpenAIChatModel:
             raise ConfigurationError(
                 f"{self._where}: setting n={n!r} is not supported: the kernel asks for one answer per request"
             )
+        for key in [key for key in passed if key not in SDK_PARAMETERS]:
+            extra.setdefault(key, passed.pop(key))  # a server's own parameter: in the body
         params.update(passed)
         if extra:
             params["extra_body"] = extra
-        if request.tools:
+        tools, choice, warning = fit_tool_choice(request.tool_choice, request.tools, self.profile.tool_choices)
+        if warning:
+            warn_once(self._warned, warning, self.service, self.provider)
+        if tools:
             params["tools"] = [
                 {
                     "type": "function",
@@ -254,11 +328,11 @@ class OpenAIChatModel:
                         "parameters": t.parameters,
                     },
                 }
-                for t in request.tools
+                for t in tools
             ]
-        if request.tool_choice is not None and request.tools:
-            params["tool_choice"] = _tool_choice(request.tool_choice)
-        elif not request.tools:
+        if choice is not None and tools:
+            params["tool_choice"] = _tool_choice(choice)
+        elif not tools:
             # The API refuses tool options without tools; without tools there is no call anyway.
             params.pop("parallel_tool_calls", None)
         if request.output_schema is not None:
@@ -276,7 +350,7 @@ class OpenAIChatModel:
         return params
 
     def _error(self, exc: BaseException) -> ProviderError | None:
-        return map_exception(exc, self._sdk, provider=PROVIDER, model=self.model, secret=self._secret)
+        return map_exception(exc, self._sdk, provider=self.provider, model=self.model, secret=self._secret)
 
     # -- calls -------------------------------------------------------------------------
 
@@ -290,7 +364,7 @@ class OpenAIChatModel:
                 raise
             raise error from None
         if not response.choices:
-            raise ProviderError(f"{PROVIDER} answered with no choices", provider=PROVIDER, model=self.model)
+            raise ProviderError(f"{self.provider} answered with no choices", provider=self.provider, model=self.model)
         choice = response.choices[0]
         message = choice.message
         calls = [
@@ -356,6 +430,10 @@ class OpenAIChatModel:
         yield UsageEvent(usage or Usage(requests=1))
         yield StreamEnd(finish, model)
 
+    async def probe(self) -> Reachability:
+        """Reachable, key accepted, model listed: `GET /models`, no token spent."""
+        return await self.connection.probe(self.model)
+
     async def aclose(self) -> None:
         await self.connection.aclose()
 
@@ -363,7 +441,7 @@ class OpenAIChatModel:
 class OpenAIEmbeddingModel:
     """Embeddings in batches; `dimension` is known before the first call."""
 
-    provider = PROVIDER
+    provider: str = PROVIDER
 
     def __init__(
         self,
@@ -381,6 +459,7 @@ class OpenAIEmbeddingModel:
         self.connection = connection or _provider(
             service, model, api_key=api_key, base_url=base_url, timeout=timeout, options=options,
             http_client=http_client)
+        self.provider = self.connection.name
         self.model = model
         self.service = self.connection.service
         self._where = self.connection.where
@@ -410,16 +489,16 @@ class OpenAIEmbeddingModel:
         try:
             response = await self.client.embeddings.create(**kw)
         except Exception as exc:  # one call: the kernel's resilience layer owns retries
-            error = map_exception(exc, self._sdk, provider=PROVIDER, model=self.model, secret=self._secret)
+            error = self._error(exc)
             if error is None:
                 raise
             raise error.with_service(self.service) from None
         vectors = [list(item.embedding) for item in sorted(response.data, key=lambda d: d.index)]
         if len(vectors) != len(texts):
             raise ProviderError(
-                f"{PROVIDER} returned {len(vectors)} embeddings for {len(texts)} texts",
+                f"{self.provider} returned {len(vectors)} embeddings for {len(texts)} texts",
                 service=self.service,
-                provider=PROVIDER,
+                provider=self.provider,
                 model=self.model,
             )
         for vector in vectors:
@@ -431,12 +510,19 @@ class OpenAIEmbeddingModel:
                 )
         return vectors
 
+    def _error(self, exc: BaseException) -> ProviderError | None:
+        return map_exception(exc, self._sdk, provider=self.provider, model=self.model, secret=self._secret)
+
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         items = list(texts)
         out: list[list[float]] = []
         for start in range(0, len(items), self.batch_size):
             out.extend(await self._batch(items[start : start + self.batch_size]))
         return out
+
+    async def probe(self) -> Reachability:
+        """Reachable, key accepted, model listed: `GET /models`, no token spent."""
+        return await self.connection.probe(self.model)
 
     async def aclose(self) -> None:
         await self.connection.aclose()

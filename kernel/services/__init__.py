@@ -7,6 +7,7 @@ fallbacks, deadline, circuit breaker, bounded concurrency); prices and costs.
     profiles     ModelProfile and the one policy for execution settings
     providers    Provider: key lookup, the SDK client, an injectable http_client
     pricing      cost of a call from its usage and the configured prices
+    probing      probe_services: reachable? the model there? the capability profile (no tokens spent)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .._exports import lazy_exports
 if TYPE_CHECKING:
     from ..hookspecs import ChatModel, ConnectorFactory, EmbeddingModel, ServiceKind, VectorStore
     from .pricing import cost, format_cost
+    from .probing import Probeable, ProbeResult, Reachability, probe_service, probe_services, profile_facts
     from .profiles import NEUTRAL_SETTINGS, ModelProfile
     from .providers import Provider
     from .registry import DEFAULT_SERVICES, SERVICE_KINDS, Connector, ServiceRegistry
@@ -32,7 +34,10 @@ __all__ = [
     "ConnectorFactory",
     "EmbeddingModel",
     "ModelProfile",
+    "ProbeResult",
+    "Probeable",
     "Provider",
+    "Reachability",
     "ResilientChatModel",
     "ResilientEmbeddingModel",
     "ServiceKind",
@@ -41,6 +46,9 @@ __all__ = [
     "backoff_delay",
     "cost",
     "format_cost",
+    "probe_service",
+    "probe_services",
+    "profile_facts",
 ]
 
 _LOCATIONS = {
@@ -48,6 +56,8 @@ _LOCATIONS = {
     **dict.fromkeys(("cost", "format_cost"), "pricing"),
     **dict.fromkeys(("NEUTRAL_SETTINGS", "ModelProfile"), "profiles"),
     "Provider": "providers",
+    **dict.fromkeys(("Probeable", "ProbeResult", "Reachability", "probe_service", "probe_services", "profile_facts"),
+                    "probing"),
     **dict.fromkeys(("ResilientChatModel", "ResilientEmbeddingModel", "backoff_delay"), "resilience"),
     **dict.fromkeys(("DEFAULT_SERVICES", "SERVICE_KINDS", "Connector", "ServiceRegistry"), "registry"),
 }
