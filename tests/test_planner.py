@@ -728,3 +728,207 @@ def test_deep_values_in_a_plan_built_in_code(kernel):
     plan = Plan("g", {"cyclic": cyclic, "shared": shared}, [Step("s1", "text.count_words", {"text": "t"})])
     found = plan.problems(kernel)
     assert found == ["input 'cyclic': the value is nested too deeply (more than 64 levels of lists and objects)"]
+
+
+# --- the ordered schema and the prompt fitted to the context (issue 14) ------------------------------
+
+from jsonschema import Draft202012Validator  # noqa: E402
+
+from kernel.planning import generation as planning_generation  # noqa: E402
+from kernel.services import ModelProfile  # noqa: E402
+from kernel.settings import ServiceSettings  # noqa: E402
+
+
+class WindowedModel(ScriptedChatModel):
+    """A scripted model that knows its context and counts tokens (four characters each),
+    optionally decoding under a grammar (as the local llama.cpp model does)."""
+
+    def __init__(self, window: int, *, grammar: bool = False) -> None:
+        super().__init__()
+        self.context_window = window
+        self.counted: list[str] = []
+        if grammar:
+            self.profile = ModelProfile("scripted", {}, structured_output="grammar")
+
+    async def count_tokens(self, text: str) -> int:
+        self.counted.append(text)
+        return (len(text) + 3) // 4
+
+
+def windowed_kernel(model: WindowedModel) -> Kernel:
+    kernel = make_kernel(ScriptedChatModel())
+    kernel.services.add_service("test", model)
+    return kernel
+
+
+async def needed(kernel: Kernel, model: WindowedModel, goal: str, detail: int, *, ordered: bool = False,
+                 inputs: dict[str, Any] | None = None) -> int:
+    """The context a prompt at `detail` needs, an answer of 200 tokens included."""
+    messages = planning_generation.planning_messages(goal, kernel.functions(), inputs or {}, 10, detail=detail,
+                                                     ordered=ordered)
+    return await planning_generation._prompt_tokens(messages, model.count_tokens) + 200 + 8
+
+
+def test_ordered_schema_admits_only_plans_that_validate(kernel):
+    """Ids fixed by position, references only to earlier steps, the output first and
+    naming the last step, goal inputs by name, each function its own arguments."""
+    fns = [kernel.get_function(n) for n in ("files.read_text", "text.count_words", "text.repeat")]
+    schema = plan_schema(fns, 3, inputs=["name"], ordered=True)
+    check = Draft202012Validator(schema)
+    good = {"output": "s2", "steps": [step("s1", "files.read_text", name={"$input": "name"}),
+                                      step("s2", "text.repeat", text={"$step": "s1"}, times=3)]}
+    assert check.is_valid(good)
+    assert Plan.from_dict({**good, "goal": "g", "inputs": INPUTS}).problems(kernel) == []
+    one = {"output": "s1", "steps": [step("s1", "text.count_words", text="a b")]}
+    assert check.is_valid(one)
+    bad = {
+        "output names no step": {"output": "s3", "steps": good["steps"]},
+        "output not the last": {"output": "s1", "steps": good["steps"]},
+        "ids out of order": {"output": "s1", "steps": [step("s2", "text.count_words", text="a")]},
+        "a step refers to itself": {"output": "s1", "steps": [step("s1", "text.count_words", text={"$step": "s1"})]},
+        "a later step": {"output": "s2", "steps": [step("s1", "text.count_words", text={"$step": "s2"}),
+                                                   step("s2", "text.count_words", text="a")]},
+        "an unknown input": {"output": "s1", "steps": [step("s1", "text.count_words", text={"$input": "other"})]},
+        "a function not offered": {"output": "s1", "steps": [step("s1", "writer.summarize", text="a")]},
+        "an extra argument": {"output": "s1", "steps": [step("s1", "text.count_words", text="a", lang="en")]},
+        "a missing argument": {"output": "s1", "steps": [step("s1", "text.count_words")]},
+        "an ill-typed literal": {"output": "s1", "steps": [step("s1", "text.repeat", text="a", times="x")]},
+        "a field path": {"output": "s2", "steps": [step("s1", "files.read_text", name="a"),
+                                                   step("s2", "text.count_words", text={"$step": "s1", "path": "x"})]},
+        "too many steps": {"output": "s4", "steps": [step(f"s{i}", "text.count_words", text="a") for i in range(1, 5)]},
+    }
+    for why, data in bad.items():
+        assert not check.is_valid(data), why
+    # llama.cpp's converter (the one the local model uses) takes it whole: no fallback to free JSON
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    grammar = json_schema_to_gbnf(json.dumps(schema))
+    rules = dict(line.split(" ::= ", 1) for line in grammar.splitlines())
+    assert rules["root"] == "alternative-0 | alternative-1 | alternative-2"
+    assert rules["step1-1-id"] == '"\\"s1\\""' and rules["step1-1-function"] == '"\\"text.count_words\\""'
+    assert rules["step3-1-arguments-text-1--step"] == '"\\"s1\\"" | "\\"s2\\""'  # earlier steps only
+    assert not any("--step" in name for name in rules if name.startswith("step1"))  # step 1 has no earlier step
+    assert rules["step1-1-arguments-text-0--input"] == '"\\"name\\""'
+
+
+def test_input_references_name_the_goal_inputs(kernel):
+    fns = [kernel.get_function("text.count_words")]
+    text = plan_schema(fns, 2, inputs=[])["properties"]["steps"]["items"]["anyOf"][0]["properties"]["arguments"]
+    assert all("$input" not in v.get("properties", {}) for v in text["properties"]["text"]["anyOf"])
+    named = plan_schema(fns, 2, inputs=["doc"])["properties"]["steps"]["items"]["anyOf"][0]["properties"]
+    ref = next(v for v in named["arguments"]["properties"]["text"]["anyOf"] if "$input" in v.get("properties", {}))
+    assert ref["properties"]["$input"]["enum"] == ["doc"]
+    ordered = plan_schema(fns, 1, inputs=[], ordered=True)["$defs"]["step1"]["anyOf"][0]
+    assert ordered["properties"]["arguments"]["properties"]["text"] == {"type": "string"}  # a literal, nothing else
+
+
+async def test_a_grammar_model_is_asked_for_the_ordered_plan():
+    model = WindowedModel(100_000, grammar=True)
+    kernel = windowed_kernel(model)
+    model.queue(json_reply({"output": "s1", "steps": [step("s1", "text.count_words", text={"$input": "text"})]}))
+    plan = await kernel.plan("Count the words", inputs={"text": "a b c"}, plugins=["text"])
+    assert plan.problems(kernel) == [] and plan.output == StepRef("s1")
+    request = model.last_request
+    assert request.output_schema == plan_schema(list(kernel.plugins["text"]), 10, inputs=["text"], ordered=True)
+    assert '{"output": "s1", "steps": [{"id": "s1"' in request.messages[0].content
+    assert request.settings == {"max_tokens": 1024}  # the planner's own room for the answer
+    # a model without a grammar keeps the plain schema; ordered_schema= overrides either way
+    plain = ScriptedChatModel([json_reply({"steps": [step("s1", "text.count_words", text="a")], "output": "s1"})])
+    other = make_kernel(plain)
+    await other.plan("Count", plugins=["text"])
+    assert "steps" in plain.last_request.output_schema["properties"]
+    plain.queue(json_reply({"output": "s1", "steps": [step("s1", "text.count_words", text="a")]}))
+    await other.plan("Count again", plugins=["text"], ordered_schema=True)
+    assert "anyOf" in plain.last_request.output_schema and plain.last_request.settings == {}
+
+
+async def test_the_prompt_is_fitted_to_the_context():
+    """Full descriptions when they fit; then signatures; then no return types; then fewer
+    functions, those sharing words with the goal first; the schema offers only those."""
+    goal = "Count the words of the report"
+    probe = WindowedModel(100_000)
+    kernel = windowed_kernel(probe)
+    full, short, brief = [await needed(kernel, probe, goal, d) for d in (0, 1, 2)]
+    assert full > short > brief
+
+    async def plan_with(window: int) -> ChatRequest:
+        model = WindowedModel(window)
+        kernel.services.add_service("test", model)
+        model.queue(json_reply({"steps": [step("s1", "text.count_words", text="a")], "output": "s1"}))
+        await kernel.plan(goal, use_cache=False, settings={"max_tokens": 200})
+        return model.last_request
+
+    request = await plan_with(full)
+    assert "  parameters: {" in request.messages[0].content and len(request.output_schema["properties"]["steps"]
+                                                                    ["items"]["anyOf"]) == 6
+    assert request.settings == {"max_tokens": 200}
+    request = await plan_with(full - 1)
+    assert "- text.repeat(text: string, times: integer = 2) -> string: Repeat a text." in request.messages[0].content
+    assert "parameters:" not in request.messages[0].content
+    request = await plan_with(brief)
+    assert "- text.count_words(text: string): Count the words of a text." in request.messages[0].content
+    assert " -> " not in request.messages[0].content.split("Functions:")[1]
+    request = await plan_with(brief - 40)
+    offered = [v["properties"]["function"]["enum"][0] for v in request.output_schema["properties"]["steps"]
+               ["items"]["anyOf"]]
+    assert "text.count_words" in offered and 1 <= len(offered) < 6
+    catalogue = request.messages[0].content.split("Functions:")[1]
+    assert all(f"- {name}(" in catalogue for name in offered) and catalogue.count("\n- ") == len(offered)
+
+
+async def test_a_context_too_small_is_a_plan_error_that_says_what_helps():
+    model = WindowedModel(300)
+    kernel = windowed_kernel(model)
+    with pytest.raises(PlanError) as info:
+        await kernel.plan("Count the words of the report")
+    message = str(info.value)
+    assert "does not fit the context of service 'test': 300 tokens, 256 of them kept for the plan" in message
+    for hint in ("plugins=[...]", "--plugin", "options.n_ctx", "options.context_window", "max_tokens",
+                 "bigger model"):
+        assert hint in message
+    assert model.requests == []  # no model call was made
+
+
+async def test_a_repair_that_would_not_fit_leaves_out_the_previous_reply():
+    goal = "Count the words of the report"
+    probe = WindowedModel(100_000)
+    kernel = windowed_kernel(probe)
+    model = WindowedModel(await needed(kernel, probe, goal, 0) + 200)
+    kernel.services.add_service("test", model)
+    long_bad = {"steps": [step("s1", "text.count_words", text="x" * 8000, lang="en")], "output": "s1"}
+    model.queue(json_reply(long_bad), json_reply({"steps": [step("s1", "text.count_words", text="a")],
+                                                  "output": "s1"}))
+    await kernel.plan(goal, settings={"max_tokens": 200})
+    repair = model.requests[1].messages
+    assert [m.role for m in repair] == ["system", "user", "user"]
+    assert "unexpected argument 'lang'" in repair[2].content
+
+
+async def test_a_configured_service_declares_its_context_window():
+    """`options.context_window` of a configured service (one whose model does not know
+    its context, such as an OpenAI-compatible server) fits the prompt just the same."""
+    model = ScriptedChatModel([json_reply({"steps": [step("s1", "text.count_words", text="a")],
+                                           "output": "s1"})])
+    settings = KernelSettings(services={"remote": ServiceSettings(provider="fake", options={"context_window": 1500})},
+                              default_chat="remote")
+    kernel = Kernel(settings=settings, load_entry_points=False, builtins=False)
+    kernel.services.add_connector("chat", "fake", lambda name, svc, ks: model, "test")
+    kernel.add_plugin(Text(), name="text")
+    await kernel.plan("Count the words")
+    assert model.last_request.settings == {"max_tokens": 375}  # a quarter of a small context
+    bad = KernelSettings(services={"remote": ServiceSettings(provider="fake", options={"context_window": "lots"})},
+                         default_chat="remote")
+    kernel = Kernel(settings=bad, load_entry_points=False, builtins=False)
+    kernel.services.add_connector("chat", "fake", lambda name, svc, ks: model, "test")
+    kernel.add_plugin(Text(), name="text")
+    with pytest.raises(PlanError, match=r"options\.context_window must be a number of tokens, not 'lots'"):
+        await kernel.plan("Count the words")
+
+
+def test_functions_are_ranked_by_the_words_they_share_with_the_goal(kernel):
+    ranked = planning_generation.rank_functions("Translate the summary into French", kernel.functions())
+    assert [fn.fully_qualified_name for fn in ranked[:1]] == ["writer.translate"]
+    ranked = planning_generation.rank_functions("Count the words", kernel.functions(), inputs=["name"])
+    names = [fn.fully_qualified_name for fn in ranked]
+    assert names[:2] == ["text.count_words", "text.stats"]  # "Word and line counts of a text."
+    assert names.index("files.read_text") < names.index("writer.summarize")  # its parameter is named like the input
