@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 
 class KernelError(Exception):
@@ -69,15 +70,23 @@ class ExtraNotInstalledError(ConfigurationError):
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """One problem found while loading plugins: where it is and what is wrong."""
+    """One problem found while loading plugins: where it is and what is wrong.
+
+    `severity` is `"error"` (what it concerns does not load; under `strict_plugins` the
+    whole folder fails) or `"warning"` (it loads as Semantic Kernel would load it, and the
+    problem is reported)."""
 
     path: str
     message: str
     line: int | None = None
+    severity: Literal["error", "warning"] = "error"
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line is not None else self.path
-        return f"{where}: {self.message}"
+        return f"{where}: {'warning: ' if self.severity == 'warning' else ''}{self.message}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"path": self.path, "line": self.line, "message": self.message, "severity": self.severity}
 
 
 class PluginError(KernelError):

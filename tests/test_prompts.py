@@ -184,7 +184,8 @@ class TestInjection:
 
     def test_trusted_helper_and_parse_chat(self) -> None:
         assert str(trusted("<b>")) == "<b>"
-        assert roles(parse_chat("intro<message role=\"system\">s</message>tail")) == ["user", "system", "user"]
+        # as SK's ChatHistory.from_rendered_prompt: text before the first message is a system message
+        assert roles(parse_chat("intro<message role=\"system\">s</message>tail")) == ["system", "system", "user"]
 
 
 class TestSandbox:
@@ -367,3 +368,97 @@ class TestVariablesVersusPlugins:
     def test_removed_globals_name_the_problem(self) -> None:
         with pytest.raises(SandboxViolationError, match="lipsum is not available"):
             PromptFunction.from_template("{{ lipsum() }}", name="l", plugin="p")
+
+
+class TestMessagesAsSemanticKernelParsesThem:
+    """`parse_chat` is SK's `ChatHistory.from_rendered_prompt` (tests/sk_conformance has the
+    same through whole functions)."""
+
+    @staticmethod
+    def pairs(rendered: str) -> list[tuple[str, str]]:
+        return [(m.role, m.content) for m in parse_chat(rendered)]
+
+    def test_an_empty_prompt_sends_no_message(self) -> None:
+        assert parse_chat("") == [] and parse_chat(" \n\t ") == [] and parse_chat("<!-- only a comment -->") == []
+
+    def test_text_around_messages(self) -> None:
+        assert self.pairs("Be terse.\n<message role=\"user\">\n hi \n</message>\n after \n") == [
+            ("system", "Be terse."), ("user", "\n hi \n"), ("user", "after")]
+        assert self.pairs("just text") == [("user", "just text")]  # one system message is sent as user
+        assert self.pairs('<message role="system">only</message>') == [("user", "only")]
+
+    def test_developer_role_is_sent_as_system_and_names_are_kept(self) -> None:
+        messages = parse_chat('<message role="developer">d</message><message role="user" name="ada">u</message>')
+        assert [(m.role, m.content, m.name) for m in messages] == [("system", "d", None), ("user", "u", "ada")]
+
+    @pytest.mark.parametrize(("rendered", "fragment"), [
+        ('<message role="bot">x</message>', "unknown role"),
+        ('<message role="User">x</message>', "unknown role"),
+        ('<message role="tool">x</message>', "needs a tool call"),
+        ("<message>x</message>", "without a role"),
+        ('<chat_history><p>x</p></chat_history>', "holds <message> elements"),
+        ('<message role="user"><image>http://x/y.png</image></message>', "<image> content"),
+    ])
+    def test_markup_sk_refuses_is_an_error(self, rendered: str, fragment: str) -> None:
+        with pytest.raises(TemplateRenderError, match=fragment):
+            parse_chat(rendered)
+
+    def test_text_that_is_not_xml_is_one_user_message(self) -> None:
+        rendered = '<message role="system">1 < 2 &amp;&amp; &nbsp;</message><message role="user">u</message>'
+        assert self.pairs(rendered) == [("user", '<message role="system">1 < 2 && \xa0</message>'
+                                                 '<message role="user">u</message>')]
+
+    def test_entities_are_decoded_once(self) -> None:
+        messages = parse_chat(str(ENVIRONMENT.from_string(CHAT).render(input="&lt;b&gt; &amp; <i>")))
+        assert messages[1].content == "&lt;b&gt; &amp; <i>"
+
+    def test_elements_sk_does_not_know_are_text(self) -> None:
+        assert self.pairs('<message role="user">a <b class="x">bold</b> c</message>') == [
+            ("user", 'a <b class="x">bold</b> c')]
+        assert self.pairs('<p>first</p> then<message role="user">u</message><br/>tail') == [
+            ("user", "<p>first</p> then"), ("user", "u<br></br>tail")]
+        assert self.pairs('<message role="user"><text>t</text>dropped <![CDATA[<x> & y]]></message>') == [
+            ("user", "t")]
+
+    def test_a_control_character_in_a_value_cannot_undo_the_messages(self) -> None:
+        source = '<message role="system">Rules.</message><message role="user">{{ input }}</message>'
+        rendered = str(ENVIRONMENT.from_string(source).render(input="a\x00b\x0cc\ue000d"))
+        assert self.pairs(rendered) == [("system", "Rules."), ("user", "a\x00b\x0cc\ue000d")]
+
+
+class TestSemanticKernelCalls:
+    """`sk_call("name", ...)`: what SK's template formats are translated to."""
+
+    def test_compiled_template_knows_the_functions_called(self) -> None:
+        compiled = CompiledTemplate("{{ sk_call('p.f', x) }} {{ sk_call('q-g') }} {{ sk_call('date') }}", "t")
+        assert compiled.functions_used == {"p.f", "q.g"} and compiled.sk_names == {"date"}
+        assert compiled.uses_sk_call and compiled.is_async and compiled.variables == {"x"}
+
+    async def test_lookup_across_plugins_and_caller_variables(self) -> None:
+        @kernel_function
+        def describe(input: str, style: str = "plain") -> str:
+            return f"{input}/{style}"
+
+        k = make_kernel()
+        k.add_plugin([describe], name="text")
+        fn = PromptFunction.from_template("{{ sk_call('describe') }}", name="t", plugin="tpl")
+        with pytest.raises(KernelError, match=r"parameter 'input' of text\.describe: missing"):
+            await k.render(fn)  # the caller has no `input` to pass on
+        fn = PromptFunction.from_template("{{ input }}: {{ sk_call('describe') }} {{ sk_call('text-describe', "
+                                          "style='b') }}", name="t2", plugin="tpl")
+        assert (await k.render(fn, input="x"))[0].content == "x: x/plain x/b"
+
+    async def test_unknown_and_ambiguous_names(self) -> None:
+        @kernel_function
+        def date() -> str:
+            return "d"
+
+        k = make_kernel()
+        k.add_plugin([date], name="clock")
+        fn = PromptFunction.from_template("{{ sk_call('dates') }}", name="t", plugin="tpl")
+        with pytest.raises(TemplateRenderError, match="no plugin has a function 'dates'; did you mean date"):
+            await k.render(fn)
+        k.add_plugin([kernel_function(lambda: "c", name="date")], name="calendar")
+        fn = PromptFunction.from_template("{{ sk_call('date') }}", name="t3", plugin="tpl")
+        with pytest.raises(TemplateRenderError, match=r"ambiguous: calendar\.date, clock\.date"):
+            await k.render(fn)

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from kernel import Kernel, KernelSettings, PluginLoadError, PromptFunction
-from kernel.errors import ArgumentError
+from kernel.errors import ArgumentError, SandboxViolationError, TemplateRenderError
 from kernel.plugin_folders import load_plugins
+from kernel.plugin_folders.handlebars import translate as translate_handlebars
 from kernel.plugin_folders.sk_syntax import SKTemplateError, translate
 from kernel.testing import ScriptedChatModel
 
@@ -43,15 +44,18 @@ def sk_folder(root: Path, plugin: str, function: str, template: str, config: dic
     [
         ("Hi {{$name}}!", "Hi {{ name }}!"),
         ("Hi {{ $name }}!", "Hi {{ name }}!"),
-        ("{{time.now}}", "{{ time.now() }}"),
-        ("{{ p.f $input }}", "{{ p.f(input) }}"),
-        ("{{p.f 'a b'}}", "{{ p.f('a b') }}"),
-        ("{{p.f $x name='lit' other=$y}}", "{{ p.f(x, name='lit', other=y) }}"),
-        ("{{p.f name = $y}}", "{{ p.f(name=y) }}"),
+        ("{{time.now}}", "{{ sk_call('time.now') }}"),
+        ("{{ p.f $input }}", "{{ sk_call('p.f', input) }}"),
+        ("{{p.f 'a b'}}", "{{ sk_call('p.f', 'a b') }}"),
+        ("{{p.f $x name='lit' other=$y}}", "{{ sk_call('p.f', x, name='lit', other=y) }}"),
+        ("{{p.f name = $y}}", "{{ sk_call('p.f', name=y) }}"),
+        ("{{date}}", "{{ sk_call('date') }}"),
+        ("{{recall $input}}", "{{ sk_call('recall', input) }}"),
+        ("{{$date}}", "{{ date }}"),
         ("{{ 'literal' }}", "literal"),
         ('{{ "double" }}', "double"),
         ("{{ 'it\\'s' }}", "it's"),
-        ('{{ p.f "say \\"hi\\"" }}', "{{ p.f('say \"hi\"') }}"),
+        ('{{ p.f "say \\"hi\\"" }}', "{{ sk_call('p.f', 'say \"hi\"') }}"),
         ("{{ '}}' }}", "}}"),
         ("a {% b %} {# c #} {{ '{{' }}", "a {{ '{' }}% b %} {{ '{' }}# c #} {{ '{' }}{{ '{' }}"),
     ],
@@ -70,7 +74,8 @@ def test_translation_keeps_line_numbers() -> None:
     [
         ("ok\n{{ $a", 2, "never closed"),
         ("{{ 'abc }}", 1, "unterminated string"),
-        ("x\n\n{{ plugin }}", 3, "must be 'plugin.function'"),
+        ("x\n\n{{ a.b.c }}", 3, "must be 'plugin.function' or 'function'"),
+        ("{{ $sk_call }}", 1, "reserved"),
         ("{{ p.f $a $b }}", 1, "only the first argument"),
         ("{{ $a $b }}", 1, "takes nothing after it"),
         ("{{ $ }}", 1, "without a variable name"),
@@ -175,8 +180,8 @@ async def test_jinja2_template_format(tmp_path: Path) -> None:
     assert messages[0].content == "- a\n- <b>"
 
 
-def test_handlebars_and_bad_configs_are_reported(tmp_path: Path) -> None:
-    hb = sk_folder(tmp_path, "p", "Hb", "{{#each x}}{{this}}{{/each}}", {"template_format": "handlebars"})
+def test_liquid_and_bad_configs_are_reported(tmp_path: Path) -> None:
+    hb = sk_folder(tmp_path, "p", "Hb", "{% for x in y %}{{x}}{% endfor %}", {"template_format": "liquid"})
     unknown = sk_folder(tmp_path, "p", "Unknown", "x", {"descripton": "typo", "schema": 1})
     bad_var = sk_folder(tmp_path, "p", "BadVar", "{{$a}}", {"input_variables": [{"name": "a", "is_requird": True}]})
     bad_syntax = sk_folder(tmp_path, "p", "BadSyntax", "fine\nfine\n{{ p.f $a $b }}")
@@ -184,10 +189,9 @@ def test_handlebars_and_bad_configs_are_reported(tmp_path: Path) -> None:
     with pytest.raises(PluginLoadError) as info:
         load_plugins(tmp_path)
     problems = {(p.path, p.line): p.message for p in info.value.problems}
-    assert len(problems) == 5
-    assert "handlebars" in problems[(str(hb / "config.json"), 2)]
-    assert "unknown key 'descripton'" in problems[(str(unknown / "config.json"), 2)]
-    assert any(path == str(bad_var / "config.json") and "is_requird" in msg for (path, _), msg in problems.items())
+    assert len(problems) == 3  # keys SK does not know are warnings: Unknown and BadVar load, as in SK
+    assert "'liquid' is not supported" in problems[(str(hb / "config.json"), 2)]
+    assert not any(path.startswith((str(unknown), str(bad_var))) for path, _ in problems)
     assert "only the first argument" in problems[(str(bad_syntax / "skprompt.txt"), 3)]
     assert any(path == str(bad_settings / "config.json") and "execution_settings" in msg
                for (path, _), msg in problems.items())
@@ -227,10 +231,142 @@ def test_yaml_prompt_errors(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "NoTemplate.yaml").write_text("name: NoTemplate\ndescription: d\n")
     (folder / "BadLine.yml").write_text("name: BadLine\ntemplate: |\n  line one\n  {{ $a\n")
-    (folder / "Hb.yaml").write_text("name: Hb\ntemplate_format: handlebars\ntemplate: x\n")
+    (folder / "Hb.yaml").write_text("name: Hb\ntemplate_format: liquid\ntemplate: x\n")
     with pytest.raises(PluginLoadError) as info:
         load_plugins(tmp_path)
     problems = {Path(p.path).name: (p.line, p.message) for p in info.value.problems}
     assert "missing 'template'" in problems["NoTemplate.yaml"][1]
     assert problems["BadLine.yml"] == (4, "'{{' is never closed with '}}'")
-    assert problems["Hb.yaml"][0] == 2 and "handlebars" in problems["Hb.yaml"][1]
+    assert problems["Hb.yaml"][0] == 2 and "'liquid' is not supported" in problems["Hb.yaml"][1]
+
+
+# --- SK template syntax: calls ----------------------------------------------------------------
+
+
+async def test_sk_functions_that_call_take_the_callers_variables_others_stay_strict(tmp_path: Path) -> None:
+    folder = tmp_path / "p"
+    folder.mkdir()
+    (folder / "Calls.yaml").write_text("name: Calls\ntemplate: '{{studio.shout}}'\n")
+    (folder / "Plain.yaml").write_text("name: Plain\ntemplate: 'Hi {{$name}}'\n")
+    kernel = make_kernel()
+    kernel.add_plugin(GOOD)
+    kernel.add_plugin(tmp_path)
+    assert (await kernel.render("p.Calls", text="loud", unused="x"))[0].content == "LOUD!"  # as SK: passed on
+    with pytest.raises(ArgumentError, match="unused"):
+        await kernel.render("p.Plain", name="Ada", unused="x")
+
+
+# --- Handlebars ----------------------------------------------------------------------------------
+
+
+def hb_folder(root: Path, name: str, template: str, **config: object) -> Path:
+    return sk_folder(root, "hb", name, template, {"template_format": "handlebars", **config})
+
+
+async def render_hb(tmp_path: Path, template: str, **arguments: object) -> list[tuple[str, str]]:
+    hb_folder(tmp_path, "T", template)
+    kernel = make_kernel()
+    kernel.add_plugin(tmp_path)
+    return [(m.role, m.content) for m in await kernel.render("hb.T", **arguments)]
+
+
+async def rendered_hb(tmp_path: Path, template: str, **arguments: object) -> str:
+    """The rendered prompt, before it is read as messages."""
+    hb_folder(tmp_path, "T", template)
+    kernel = make_kernel()
+    kernel.add_plugin(tmp_path)
+    fn = kernel.get_function("hb.T")
+    assert isinstance(fn, PromptFunction)
+    return await fn.render(kernel, fn.validate(arguments))
+
+
+@pytest.mark.parametrize(("template", "line", "fragment"), [
+    ("ok\n{{#each items}}\n{{this}}", 2, "{{#each}} is never closed"),
+    ("{{#if a}}\nx\n{{/each}}", 3, "{{/each}} closes {{#if}} (line 1)"),
+    ("a\n{{> header}}", 2, "partials and decorators are not supported"),
+    ("\n\n{{#json x}}{{/json}}", 3, "'json' is not a block helper"),
+    ("{{name other}}", 1, "'name' is not a helper or a plugin-function name"),
+    ("x\n{{name", 2, "never closed"),
+    ("{{#each items as |item|}}{{/each}}", 1, "block parameters"),
+    ("{{else}}", 1, "outside a block"),
+    ("{{!-- never closed", 1, "comment"),
+])
+def test_handlebars_errors_name_file_and_line(tmp_path: Path, template: str, line: int, fragment: str) -> None:
+    folder = hb_folder(tmp_path, "Bad", template)
+    with pytest.raises(PluginLoadError) as info:
+        load_plugins(tmp_path)
+    (problem,) = info.value.problems
+    assert (problem.path, problem.line) == (str(folder / "skprompt.txt"), line)
+    assert fragment in problem.message
+
+
+def test_handlebars_errors_in_yaml_count_from_the_file(tmp_path: Path) -> None:
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "Bad.yaml").write_text(
+        "name: Bad\ntemplate_format: handlebars\ntemplate: |\n  fine\n  {{#if x}}\ninput_variables: []\n")
+    with pytest.raises(PluginLoadError) as info:
+        load_plugins(tmp_path)
+    assert [(p.line, p.message) for p in info.value.problems] == [(5, "{{#if}} is never closed")]
+
+
+@pytest.mark.parametrize("template", [
+    "a\n{{!-- one\ntwo --}}\nb {{x}}\n",
+    "{{#if x}}\n  {{~y~}}\n{{/if}}\n{{{z}}}\n",
+    "{{#each items}}\n{{this}}\n{{else}}\nnone\n{{/each}}\n{{#message role=\"user\"\n}}\nhi{{/message}}",
+])
+def test_handlebars_translation_keeps_line_numbers(template: str) -> None:
+    assert translate_handlebars(template).jinja.count("\n") == template.count("\n")
+
+
+@pytest.mark.parametrize(("template", "expected"), [
+    # pybars's own acceptance cases for block tags alone on their line
+    ("  {{#if var}}\n    {{var}}\n  {{/if}}", "    Hello"),
+    ("{{#if var}}    \n    {{var}}\n  {{/if}}    ", "    Hello"),
+    ("{{#if var}}\n    {{var}}\n{{/if}}", "    Hello"),
+    ("{{#if var}}    \r\n    {{var}}\r\n  {{/if}}    ", "    Hello"),
+    ("\n{{#if var}}\n    {{var}}\n{{/if}}", "\n    Hello"),
+    ("A\n{{#if var}}\n{{var}}\n{{/if}}\nB", "A\n\nHello\nB"),  # text just before {{#if}}: only {{/if}} alone
+    ("{{#if no}}x{{else}}\ny{{/if}}", "\ny"),
+    (" {{~var~}} ", "Hello"),
+    ("{{^no}}not {{var}}{{/no}}", "not Hello"),
+    ("{{#with obj}}{{k}} {{../var}} {{@root.var}}{{/with}}", "v Hello Hello"),
+    ("{{#each obj}}{{@key}}={{this}}{{/each}} {{lookup obj 'k'}} {{obj.[k]}}", "k=v v v"),
+    ("{{var}}{{{{raw}}}}{{not parsed}}{{{{/raw}}}}", "Hello{{not parsed}}"),
+    ("{{#if a}}A{{else if b}}B{{else}}C{{/if}}", "C"),
+    ("{{range 3}} {{or 0 ''}} {{subtract 5 2}} {{greaterThanOrEqual 2 2}} {{snakeCase 'HiThere'}}",
+     "[0, 1, 2] false 3.0 true hi_there"),
+])
+async def test_handlebars_whitespace_and_helpers_as_pybars(tmp_path: Path, template: str, expected: str) -> None:
+    arguments = {"var": "Hello", "obj": {"k": "v"}, "no": False, "a": False, "b": ""}
+    assert await rendered_hb(tmp_path, template, **arguments) == expected
+
+
+@pytest.mark.parametrize(("template", "arguments", "error"), [
+    ('{{set "x" "0123456789"}}{{#each items}}{{set "x" (concat (get "x") (get "x"))}}{{/each}}',
+     {"items": list(range(40))}, SandboxViolationError),
+    ("{{range 100000000}}", {}, SandboxViolationError),
+    ("{{#each items}}{{#each ../items}}{{../../big}}{{/each}}{{/each}}",
+     {"items": list(range(100)), "big": "x" * 5000}, SandboxViolationError),
+    ("{{name.__class__.__mro__}}", {"name": "x"}, SandboxViolationError),
+    ("{{Nope-nothing}}", {}, TemplateRenderError),
+])
+async def test_handlebars_renders_inside_the_sandbox(tmp_path: Path, template: str, arguments: dict[str, object],
+                                                    error: type[Exception]) -> None:
+    with pytest.raises(error):
+        await render_hb(tmp_path, template, **arguments)
+
+
+async def test_handlebars_values_never_open_a_message(tmp_path: Path) -> None:
+    template = '<message role="system">S</message><message role="user">{{a}} {{{a}}} {{json a}}</message>'
+    assert await render_hb(tmp_path, template, a=INJECTION) == [
+        ("system", "S"), ("user", f"{INJECTION} {INJECTION} {json.dumps(INJECTION)}")]
+
+
+async def test_jinja2_message_helper_escapes_the_content(tmp_path: Path) -> None:
+    sk_folder(tmp_path, "p", "Chat", "{% for m in history %}{{ message(m) }}{% endfor %}",
+              {"template_format": "jinja2"})
+    kernel = make_kernel()
+    kernel.add_plugin(tmp_path)
+    history = [{"role": "user", "content": INJECTION}, {"role": "assistant", "content": "ok"}]
+    messages = await kernel.render("p.Chat", history=history)
+    assert [(m.role, m.content) for m in messages] == [("user", INJECTION), ("assistant", "ok")]

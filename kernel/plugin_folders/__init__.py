@@ -2,9 +2,13 @@
 native Python modules, loaded with one call and every problem reported at once.
 
     discovery       load_plugins: which folders are plugins, which files are functions;
-                    check_plugins: the same without importing any module
+                    check_plugins: the same without raising (and without importing any
+                    module, by default), each function with its problems; load_folder:
+                    a folder added to a kernel, strict or function by function
+    references      what templates call, the variables of declared inputs, execution
+                    settings against the configured providers: checked after loading
     reader          safe file access (no links out of the root, regular files only, size
-                    and encoding checks)
+                    and encoding checks); problems are errors or warnings
     prompt_format   our `.prompt` format: YAML front matter and a Jinja body
     sk_format       Semantic Kernel's function folders and YAML prompts
     sk_syntax       SK template syntax translated to Jinja
@@ -20,10 +24,11 @@ from typing import TYPE_CHECKING
 from .._exports import lazy_exports
 
 if TYPE_CHECKING:
-    from .discovery import FolderCheck, check_plugins, load_plugins
+    from .discovery import FolderCheck, FunctionCheck, check_plugins, load_folder, load_plugins, record_problems
     from .prompt_format import PROMPT_SUFFIX, parse_front_matter
     from .python_modules import ModuleInfo
     from .reader import MAX_FILE_BYTES
+    from .references import Known
     from .sk_format import sk_settings
     from .sk_syntax import SKTemplateError, translate
     from .yaml_data import MAX_DEPTH
@@ -33,17 +38,23 @@ __all__ = [
     "MAX_FILE_BYTES",
     "PROMPT_SUFFIX",
     "FolderCheck",
+    "FunctionCheck",
+    "Known",
     "ModuleInfo",
     "SKTemplateError",
     "check_plugins",
+    "load_folder",
     "load_plugins",
     "parse_front_matter",
+    "record_problems",
     "sk_settings",
     "translate",
 ]
 
 _LOCATIONS = {
-    **dict.fromkeys(("FolderCheck", "check_plugins", "load_plugins"), "discovery"),
+    **dict.fromkeys(("FolderCheck", "FunctionCheck", "check_plugins", "load_folder", "load_plugins",
+                     "record_problems"), "discovery"),
+    "Known": "references",
     "MAX_DEPTH": "yaml_data",
     "ModuleInfo": "python_modules",
     **dict.fromkeys(("PROMPT_SUFFIX", "parse_front_matter"), "prompt_format"),

@@ -21,7 +21,9 @@ _TEMPLATE_LINE = re.compile(r":(\d+): ")
 
 def build_prompt_function(reader: FolderReader, body: str, path: Path, offset: int, **kwargs: Any) -> PromptFunction:
     try:
-        return PromptFunction(body, source=str(path), **kwargs)
+        fn = PromptFunction(body, source=str(path), **kwargs)
+        reader.templates[id(fn)] = (path, offset)
+        return fn
     except KernelError as exc:
         message = str(exc)
         line: int | None = None
@@ -59,8 +61,10 @@ def build_input_variable(reader: FolderReader, name: str, spec: Mapping[str, Any
     if kind is None and schema:
         kind = schema.get("type") if isinstance(schema.get("type"), str) else None
     if kind is not None and kind not in JSON_TYPES:
-        if sk:
-            kind = None  # SK uses free-form type names (e.g. "string", "int"): not enforced
+        if sk:  # SK takes free-form type names ("int", "List<string>") and does not check them
+            reader.warn(path, f"input {name!r}: type {kind!r} is not a JSON schema type "
+                              f"({', '.join(sorted(JSON_TYPES))}); not checked, as in Semantic Kernel", line())
+            kind = None
         else:
             reader.problem(path, f"input {name!r}: unknown type {kind!r} (expected: {', '.join(sorted(JSON_TYPES))})",
                          line())

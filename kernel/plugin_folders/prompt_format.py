@@ -3,7 +3,8 @@
 Front-matter keys: `description`, `inputs`, `settings`, `execution_settings`,
 `output_schema` (inline or a JSON file in the folder), `service`, `needs_approval`,
 `template_format` (`jinja`, default, or `semantic-kernel`). Unknown keys are errors: a
-typo must not be silently ignored.
+typo must not be silently ignored; so is, once `inputs` is declared, a variable the
+template reads that is not declared there.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ..functions import NAME_PATTERN
 from ..prompts import InputVariable, PromptFunction
 from .declarations import build_input_variable, build_prompt_function, translate_sk
 from .reader import FolderReader, Skip, is_mapping_of_mappings, key_line
+from .references import suggestion, variable_lines
 from .yaml_data import DataError, load_yaml
 
 PROMPT_SUFFIX = ".prompt"
@@ -115,7 +117,9 @@ def load_prompt_file(reader: FolderReader, plugin: str, path: Path) -> PromptFun
         if key not in PROMPT_KEYS:
             reader.problem(path, f"unknown front matter key {key!r} "
                                f"(expected one of: {', '.join(sorted(PROMPT_KEYS))})", key_line(text, key))
+    errors_before = len(reader.problems)
     inputs = prompt_inputs(reader, meta.get("inputs"), path, text)
+    inputs_ok = len(reader.problems) == errors_before
     settings: dict[str, dict[str, Any]] = {}
     raw_settings = meta.get("execution_settings")
     if raw_settings is not None:
@@ -156,9 +160,25 @@ def load_prompt_file(reader: FolderReader, plugin: str, path: Path) -> PromptFun
         reader.problem(path, f"template_format {template_format!r} is not supported "
                            "(use 'jinja' or 'semantic-kernel')", key_line(text, "template_format"))
         raise Skip
-    return build_prompt_function(reader,
+    fn = build_prompt_function(reader,
         body, path, offset,
         name=name, plugin_name=plugin, description=description, input_variables=inputs,
         execution_settings=settings or None, output_schema=output_schema, service=service,
         needs_approval=needs_approval,
     )
+    if "inputs" in meta and inputs_ok:
+        undeclared_inputs(reader, fn, {v.name for v in inputs}, path, offset)
+    return fn
+
+
+def undeclared_inputs(reader: FolderReader, fn: PromptFunction, declared: set[str], path: Path, offset: int) -> None:
+    """With `inputs:` declared, a variable the template reads that is not one of them is
+    an error (a typo would otherwise become a new required input)."""
+    extra = sorted(fn.template.variables - declared)
+    if not extra:
+        return
+    lines = variable_lines(fn.template_source, extra)
+    for var in extra:
+        line = lines.get(var)
+        reader.problem(path, f"variable {var!r} is not declared in inputs{suggestion(var, declared)}: "
+                             "declare it under inputs, or correct the name", None if line is None else line + offset)

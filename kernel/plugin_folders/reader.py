@@ -6,7 +6,8 @@ and devices are reported and skipped, never opened (opening a FIFO for reading w
 a writer). Files over 1 MiB and files that are not UTF-8 are reported. JSON and YAML
 nest at most `MAX_DEPTH` levels and YAML has no anchors or aliases (`yaml_data`). Every
 problem names the file and, where known, the line; they are collected over the whole
-root and raised together.
+root. A problem is an error (what it concerns does not load) or a warning (`warn`: it
+loads as Semantic Kernel loads it, and the problem is reported).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import Problem
 from ..functions import NAME_PATTERN
@@ -69,11 +70,37 @@ class FolderReader:
         self.root = root
         self.root_real = Path(os.path.realpath(root))
         self.problems: list[Problem] = []
+        """The errors: what they concern does not load."""
+        self.warnings: list[Problem] = []
+        """What loads as Semantic Kernel loads it (a key SK ignores), reported."""
+        self.reported: list[Problem] = []
+        """Errors and warnings, in the order found."""
+        self.templates: dict[int, tuple[Path, int]] = {}
+        """By `id()` of each PromptFunction built: its file and the lines before its
+        template there (for problems found once the whole root is loaded)."""
 
     # -- problems and files ----------------------------------------------------------
 
-    def problem(self, path: Path | str, message: str, line: int | None = None) -> None:
-        self.problems.append(Problem(str(path), message, line))
+    def problem(self, path: Path | str, message: str, line: int | None = None, *,
+                severity: Literal["error", "warning"] = "error") -> None:
+        """Record a problem; a warning (`severity="warning"`, or `warn`) does not stop
+        what it concerns from loading."""
+        problem = Problem(str(path), message, line, severity)
+        (self.warnings if severity == "warning" else self.problems).append(problem)
+        self.reported.append(problem)
+
+    def warn(self, path: Path | str, message: str, line: int | None = None) -> None:
+        """Something Semantic Kernel ignores (an unknown key, a free-form type): it loads
+        as SK loads it, and is reported."""
+        self.problem(path, message, line, severity="warning")
+
+    def mark(self) -> int:
+        """A point in the problems found so far, for `since`."""
+        return len(self.reported)
+
+    def since(self, mark: int) -> list[Problem]:
+        """The errors and warnings found after `mark`, in order."""
+        return self.reported[mark:]
 
     def entries(self, folder: Path) -> list[tuple[str, Path, bool]]:
         """(name, path, is_dir) of a folder's visible entries; links out of the root, and
@@ -214,17 +241,25 @@ def key_line(text: str | None, key: str) -> int | None:
     """Line of the first `key:` (YAML) or `"key":` (JSON) in `text`; for messages only."""
     if not text:
         return None
-    match = re.search(rf"^\s*(?:-\s*)?(?:name:\s*)?[\"']?{re.escape(key)}[\"']?\s*:?", text, re.MULTILINE)
+    # the key as a whole word: `template` must not match `template_format:`
+    match = re.search(rf"^\s*(?:-\s*)?(?:name:\s*)?[\"']?{re.escape(key)}(?![\w-])[\"']?\s*:?", text, re.MULTILINE)
     return text.count("\n", 0, match.start()) + 1 if match else None
 
 
-def json_key_line(path: Path, key: str) -> int | None:
+def quiet_text(path: Path) -> str | None:
+    """The text of a plugin file read again, for a message's line number only: None when
+    it cannot be read (the problem was reported when it was loaded)."""
     try:
         fd, _ = open_regular(path)
         with os.fdopen(fd, "rb") as handle:
-            text = handle.read(MAX_FILE_BYTES + 1).decode("utf-8")
+            return handle.read(MAX_FILE_BYTES + 1).decode("utf-8")
     except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
         return None
+
+
+def json_key_line(source: Path | str, key: str) -> int | None:
+    """Line of the first `"key"` in a JSON file (a Path) or text; for messages only."""
+    text = quiet_text(source) if isinstance(source, Path) else source
     if not text:
         return None
     match = re.search(rf"\"{re.escape(key)}\"", text)

@@ -1,7 +1,10 @@
 """Semantic Kernel's formats, unchanged: a function folder (`NAME/skprompt.txt` plus an
 optional `NAME/config.json`, format versions 1 and 2) and the single-file YAML prompt
-(`NAME.yaml`). Templates in SK syntax are translated to Jinja (`sk_syntax`); `jinja2`
-templates are used as they are."""
+(`NAME.yaml`). Templates in SK syntax are translated to Jinja (`sk_syntax`), Handlebars
+templates too (`handlebars`, with SK's helpers from `sk_helpers`); `jinja2` templates are
+used as they are, with SK's jinja2 helpers. A variable a template uses and nobody declared
+renders as empty text, as in SK. `liquid` (SK's .NET release only) is reported; a key SK
+does not know (or ignores) is a warning, and the function loads as SK loads it."""
 
 from __future__ import annotations
 
@@ -10,10 +13,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..errors import KernelError
 from ..functions import NAME_PATTERN
-from ..prompts import InputVariable, PromptFunction
-from .declarations import build_input_variable, build_prompt_function, translate_sk, undeclared
+from ..prompts import TEMPLATES, InputVariable, PromptFunction
+from .declarations import build_input_variable, build_prompt_function, translate_sk
+from .handlebars import HandlebarsError
+from .handlebars import translate as translate_handlebars
 from .reader import FolderReader, Skip, is_mapping_of_mappings, json_key_line, key_line
+from .sk_helpers import HandlebarsHelpers, Jinja2Helpers, SKSyntaxHelpers
 
 SK_PROMPT_FILE = "skprompt.txt"
 SK_CONFIG_FILE = "config.json"
@@ -28,6 +35,7 @@ SK_YAML_KEYS = frozenset(
     {"name", "description", "template_format", "template", "input_variables", "output_variable",
      "execution_settings", "allow_dangerously_set_content"}
 )
+SK_TEMPLATE_FORMATS = ("semantic-kernel", "handlebars", "jinja2")
 SK_INPUT_KEYS = frozenset(
     {"name", "description", "default", "is_required", "json_schema", "allow_dangerously_set_content", "type"}
 )
@@ -62,7 +70,7 @@ def load_sk_yaml(reader: FolderReader, plugin: str, path: Path) -> PromptFunctio
         raise Skip
     raw_name = data.get("name", path.stem)
     name = reader.function_name(str(raw_name), path)
-    offset = (key_line(text, "template") or 1) if _is_block_scalar(text) else 0
+    offset = _block_scalar_line(text)
     return sk_function(reader, plugin, name, data, template, path, path, allowed=SK_YAML_KEYS, text=text,
                             offset=offset)
 
@@ -76,15 +84,16 @@ def sk_function(reader: FolderReader, plugin: str, name: str, config: dict[str, 
     problems_before = len(reader.problems)
     for key in config:
         if key not in allowed:
-            reader.problem(config_path, f"unknown key {key!r}", line_of(key))
+            reader.warn(config_path, f"unknown key {key!r} (ignored, as Semantic Kernel ignores it)", line_of(key))
     template_format = config.get("template_format") or "semantic-kernel"
-    if template_format == "handlebars":
-        reader.problem(config_path, "template_format 'handlebars' is not supported; use 'semantic-kernel' or "
-                                  "'jinja2'", line_of("template_format"))
+    if template_format == "liquid":
+        reader.problem(config_path, "template_format 'liquid' is not supported (only Semantic Kernel's .NET "
+                                  "release renders Liquid); write the template as 'handlebars', 'jinja2' or "
+                                  "'semantic-kernel'", line_of("template_format"))
         raise Skip
-    if template_format not in ("semantic-kernel", "jinja2"):
-        reader.problem(config_path, f"unknown template_format {template_format!r} (expected 'semantic-kernel' or "
-                                  "'jinja2')", line_of("template_format"))
+    if template_format not in SK_TEMPLATE_FORMATS:
+        reader.problem(config_path, f"unknown template_format {template_format!r} (expected "
+                                  f"{', '.join(repr(f) for f in SK_TEMPLATE_FORMATS)})", line_of("template_format"))
         raise Skip
     description = config.get("description") or ""
     trusted_all = config.get("allow_dangerously_set_content") is True
@@ -96,16 +105,30 @@ def sk_function(reader: FolderReader, plugin: str, name: str, config: dict[str, 
         service = default_services[0]
     if len(reader.problems) > problems_before:
         raise Skip
-    body = translate_sk(reader, template, template_path, offset) if template_format == "semantic-kernel" else template
+    declared = {v.name for v in inputs}
+    helpers: HandlebarsHelpers | Jinja2Helpers | SKSyntaxHelpers
     if template_format == "semantic-kernel":
-        declared = {v.name for v in inputs}
-        for var in undeclared(body, str(template_path)):
-            if var not in declared:  # SK renders a variable nobody passed as empty text
-                inputs.append(InputVariable(var, default="", trusted=trusted_all))
+        body, helpers = translate_sk(reader, template, template_path, offset), SKSyntaxHelpers()
+    elif template_format == "handlebars":
+        try:
+            translation = translate_handlebars(template, frozenset(declared))
+        except HandlebarsError as exc:
+            reader.problem(template_path, exc.message, exc.line + offset)
+            raise Skip from None
+        body, helpers = translation.jinja, HandlebarsHelpers(translation.runtime)
+    else:
+        body, helpers = template, Jinja2Helpers()
+    try:
+        compiled = TEMPLATES.get(body, str(template_path))
+    except KernelError:
+        compiled = None  # reported when the function is built
+    if compiled is not None:
+        for var in sorted(compiled.variables - helpers.names(compiled) - declared):
+            inputs.append(InputVariable(var, default="", trusted=trusted_all))  # SK renders it as empty text
     return build_prompt_function(reader,
         body, template_path, offset,
         name=name, plugin_name=plugin, description=str(description), input_variables=inputs,
-        execution_settings=settings or None, service=service,
+        execution_settings=settings or None, service=service, helpers=helpers,
     )
 
 
@@ -139,9 +162,9 @@ def sk_inputs(
             reader.problem(path, f"invalid input variable name {name!r}", line())
             continue
         unknown = sorted(str(k) for k in item if k not in SK_INPUT_KEYS)
-        if unknown:
-            reader.problem(path, f"input variable {name!r}: unknown key(s) {', '.join(unknown)}", line())
-            continue
+        if unknown:  # e.g. "required" (SK's .NET samples): SK ignores it, and so does this kernel
+            reader.warn(path, f"input variable {name!r}: unknown key(s) {', '.join(unknown)} (ignored, as "
+                              "Semantic Kernel ignores them)", line())
         var = build_input_variable(reader, name, item, path, line, sk=True)
         if var is not None:
             var.trusted = var.trusted or trusted_all
@@ -220,5 +243,7 @@ def _function_choice(value: Any) -> dict[str, Any]:
     return out
 
 
-def _is_block_scalar(text: str) -> bool:
-    return re.search(r"^template:\s*[|>][-+0-9]*\s*$", text, re.MULTILINE) is not None
+def _block_scalar_line(text: str) -> int:
+    """The line of `template: |` (the template's lines follow it), else 0."""
+    match = re.search(r"^template:\s*[|>][-+0-9]*\s*$", text, re.MULTILINE)
+    return text.count("\n", 0, match.start()) + 1 if match else 0

@@ -5,17 +5,20 @@ Supported blocks (whitespace inside `{{ }}` is free):
     {{$var}}                          the variable `var`
     {{'literal'}} / {{"literal"}}     literal text (backslash escapes \\' \\" \\\\ allowed)
     {{plugin.function}}               call with no arguments
+    {{function}}                      a function without its plugin: looked up across plugins
+                                      at render (in two plugins: an error naming both)
     {{plugin.function $var}}          first parameter (in declaration order) = var
     {{plugin.function 'text'}}        first parameter = a literal
     {{plugin.function $v name='x'}}   plus named arguments: name=$var or name='literal'
 
-A call without arguments passes none: SK hands such a call all context variables; here
-the callee gets only its own defaults, so pass what it needs explicitly
-(`{{p.f $input}}`). Variables and function results are escaped like every other inserted
-value (a value can never open a `<message>`); literals and the text between blocks are
-template text written by the plugin author and are emitted as is, never interpreted by
-Jinja. The Jinja output keeps the line numbers of the source, so render errors point at
-the right line.
+A call is `sk_call("plugin.function", ...)` in Jinja (`kernel.prompts.templates.SKFunctionCall`):
+as in SK, the callee also gets the caller's variables that it takes as parameters, so
+`{{Fun.Joke}}` in a function called with `input` passes `input` on; the call's own
+arguments take precedence. Variables and function results are escaped like every other
+inserted value (a value can never open a `<message>`); literals and the text between
+blocks are template text written by the plugin author and are emitted as is, never
+interpreted by Jinja. The Jinja output keeps the line numbers of the source, so render
+errors point at the right line.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["SKTemplateError", "translate"]
+__all__ = ["SKTemplateError", "jinja_text", "translate"]
+
+SK_CALL = "sk_call"  # kernel.prompts.templates.SK_CALL: the global calls are translated to
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _TOKEN = re.compile(
@@ -62,7 +67,7 @@ class _Block:
     line: int
 
 
-def _text(text: str) -> str:
+def jinja_text(text: str) -> str:
     """Template text as Jinja source that renders to exactly `text`."""
     if "{" not in text:
         return text
@@ -119,6 +124,8 @@ def _variable(token: str, line: int) -> str:
         raise SKTemplateError("'$' without a variable name", line)
     if not _IDENTIFIER.match(name) or name in _JINJA_KEYWORDS:
         raise SKTemplateError(f"invalid variable name {name!r}", line)
+    if name == SK_CALL:
+        raise SKTemplateError(f"the variable name {name!r} is reserved (it calls functions)", line)
     return name
 
 
@@ -151,9 +158,11 @@ def _block_expression(block: _Block) -> str | None:
     if kind != "function":
         raise SKTemplateError(f"expected a variable, a literal or a function in {{{{{content.strip()}}}}}", block.line)
     parts = text.split(".")
-    if len(parts) != 2 or not all(_IDENTIFIER.match(p) for p in parts):
-        raise SKTemplateError(f"function name {text!r} must be 'plugin.function'", block.line)
-    arguments: list[str] = []
+    if len(parts) > 2 or not all(_IDENTIFIER.match(p) for p in parts):
+        raise SKTemplateError(f"function name {text!r} must be 'plugin.function' or 'function'", block.line)
+    if any(p.startswith("_") for p in parts):
+        raise SKTemplateError(f"function name {text!r}: names starting with '_' are private", block.line)
+    arguments: list[str] = [_jinja_string(text)]
     seen: set[str] = set()
     for index, (kind, value, named_value) in enumerate(tokens[1:]):
         if kind == "named":
@@ -176,29 +185,29 @@ def _block_expression(block: _Block) -> str | None:
             )
         else:
             raise SKTemplateError(f"unexpected {value!r} in a call of {text}", block.line)
-    return f"{parts[0]}.{parts[1]}({', '.join(arguments)})"
+    return f"{SK_CALL}({', '.join(arguments)})"
 
 
 def translate(source: str) -> str:
     """Jinja source equivalent to the SK template `source`. Raises SKTemplateError."""
     if "{{" not in source:
-        return _text(source)
+        return jinja_text(source)
     out: list[str] = []
     position = 0
     for block in _blocks(source):
-        out.append(_text(source[position : block.start]))
+        out.append(jinja_text(source[position : block.start]))
         expression = _block_expression(block)
         newlines = "\n" * block.content.count("\n")
         if expression is None:
             stripped = block.content.strip()
             if stripped:  # a literal: template text
-                out.append(_text(_unquote(stripped)))
+                out.append(jinja_text(_unquote(stripped)))
                 extra = "\n" * (block.content.count("\n") - stripped.count("\n"))
                 out.append("{#" + extra + "#}" if extra else "")
             else:  # an empty block stays as written, like SK
-                out.append(_text("{{" + block.content + "}}"))
+                out.append(jinja_text("{{" + block.content + "}}"))
         else:
             out.append("{{ " + expression + newlines + " }}")
         position = block.end
-    out.append(_text(source[position:]))
+    out.append(jinja_text(source[position:]))
     return "".join(out)

@@ -13,7 +13,7 @@ from ..errors import InvocationError
 from ..functions import KernelFunction, ParameterInfo, check_name
 from .markup import prepare_variables
 from .structured_output import MAX_REPAIRS, check_output, repair_message
-from .templates import TEMPLATES, CompiledTemplate
+from .templates import SK_CALL, TEMPLATES, CompiledTemplate, SKFunctionCall, TemplateHelpers
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
@@ -60,7 +60,10 @@ class PromptFunction(KernelFunction):
     `max_tokens` and `temperature`; `service` picks the chat service (else the kernel's
     default); `output_schema` asks for structured JSON output, parsed into the result
     and checked against the schema (a mismatch gets one repair turn, then fails);
-    `check_output=False` only parses it, for a function that checks its output itself.
+    `check_output=False` only parses it, for a function that checks its output itself;
+    `helpers` adds a template format's globals (Semantic Kernel's helpers), names that are
+    then not inputs; with its `passes_variables`, a template that calls functions takes
+    variables it does not declare too, and passes them to those functions (as SK does).
     """
 
     streams = True
@@ -79,6 +82,7 @@ class PromptFunction(KernelFunction):
         source: str | None = None,
         needs_approval: bool = False,
         check_output: bool = True,
+        helpers: TemplateHelpers | None = None,
     ) -> None:
         self.name = check_name("function", name)
         self.plugin_name = check_name("plugin", plugin_name)
@@ -92,12 +96,16 @@ class PromptFunction(KernelFunction):
         self.service = service
         self.needs_approval = needs_approval
         declared = {v.name: v for v in input_variables or ()}
-        for var in sorted(self.template.variables - set(declared)):
+        self._helpers = helpers
+        self._helper_names = helpers.names(self.template) - set(declared) if helpers is not None else frozenset()
+        for var in sorted(self.template.variables - set(declared) - self._helper_names):
             declared[var] = InputVariable(var)  # discovered in the template: a required string
         self.inputs: dict[str, InputVariable] = declared
         self._trusted = frozenset(v.name for v in declared.values() if v.trusted)
         # `{{ name.upper() }}`: `name` may be a variable or a plugin; accept it unvalidated.
         self._passthrough = self.template.call_targets - set(declared)
+        self._passes_variables = bool(getattr(helpers, "passes_variables", False)) and bool(
+            self.template.uses_sk_call or self.template.called_names)
         self._model: type[BaseModel] | None = None
         self._build_parameters()
 
@@ -166,11 +174,14 @@ class PromptFunction(KernelFunction):
         return self._model
 
     def validate(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
-        if not self._passthrough or not any(name in arguments for name in self._passthrough):
+        unchecked = self._passthrough
+        if self._passes_variables:  # SK: a variable nobody declared is kept for the functions called
+            unchecked = unchecked | (arguments.keys() - self.inputs.keys())
+        if not unchecked or not any(name in arguments for name in unchecked):
             return super().validate(arguments)
-        rest = {k: v for k, v in arguments.items() if k not in self._passthrough}
+        rest = {k: v for k, v in arguments.items() if k not in unchecked}
         validated = super().validate(rest)
-        validated.update({k: v for k, v in arguments.items() if k in self._passthrough})
+        validated.update({k: v for k, v in arguments.items() if k in unchecked})
         return validated
 
     @property
@@ -188,7 +199,24 @@ class PromptFunction(KernelFunction):
     async def render(self, kernel: Kernel, arguments: Mapping[str, Any]) -> str:
         """The rendered prompt text (escaped values, before chat parsing)."""
         variables = prepare_variables(arguments, self._trusted)
-        return await self.template.render(variables, kernel.template_functions())
+        functions: Mapping[str, Any] = kernel.template_functions()
+        if self.template.uses_sk_call or self._helpers is not None:
+            call = SKFunctionCall(kernel, self._given(arguments), self.source)
+            functions = {**functions, SK_CALL: call}
+            if self._helpers is not None:
+                functions.update(self._helpers.bind(arguments, self._helper_names, call))
+        return await self.template.render(variables, functions)
+
+    def _given(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """The variables SK would pass to the functions a template calls: an input left to an
+        empty default (None, "", 0, false) is not one (SK adds only the other defaults)."""
+        def left_to_empty_default(name: str, value: Any) -> bool:
+            var = self.inputs.get(name)
+            default = _MISSING if var is None else var.default
+            empty = default is None or (isinstance(default, str | int | float) and not default)
+            return empty and value == default and type(value) is type(default)
+
+        return {name: value for name, value in arguments.items() if not left_to_empty_default(name, value)}
 
     async def render_messages(self, kernel: Kernel, arguments: Mapping[str, Any]) -> list[ChatMessage]:
         """The chat messages this function sends for `arguments` (prompt filters applied)."""

@@ -1,18 +1,20 @@
 """Templates: parsed once (syntax errors and variables known at load time), compiled on
-first render and cached; kernel functions as template globals (`{{ plugin.fn(x) }}`)."""
+first render and cached; kernel functions as template globals (`{{ plugin.fn(x) }}`), and
+`sk_call("name", ...)`, the call Semantic Kernel's template formats are translated to."""
 
 from __future__ import annotations
 
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from difflib import get_close_matches
+from typing import TYPE_CHECKING, Any, Protocol
 
 import jinja2
 from jinja2 import nodes
 from jinja2.exceptions import SecurityError, UndefinedError
 
-from ..errors import SandboxViolationError, TemplateRenderError, TemplateSyntaxError
+from ..errors import FunctionNotFoundError, SandboxViolationError, TemplateRenderError, TemplateSyntaxError
 from .bounds import CAPTURED, MAX_CAPTURED_CHARS, MAX_OUTPUT_CHARS, MAX_RANGE_TOTAL, check_weight
 from .sandbox import ENVIRONMENT, REMOVED_GLOBALS, SYNC_ENVIRONMENT
 
@@ -58,6 +60,82 @@ class TemplateFunction:
         return result.value
 
 
+SK_CALL = "sk_call"
+"""The template global SK's formats call kernel functions through (see `SKFunctionCall`)."""
+
+
+def find_function(kernel: Kernel, name: str) -> Any:
+    """A kernel function by SK's names: `plugin.function`, `plugin-function`, or a bare
+    `function` looked up across plugins (two plugins with that function: an error naming
+    both, where SK would take the first it finds)."""
+    if "." in name or "-" in name:
+        return kernel.get_function(name)
+    found = [plugin.functions[name] for plugin in kernel.plugins.values() if name in plugin.functions]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        candidates = ", ".join(sorted(fn.fully_qualified_name for fn in found))
+        raise FunctionNotFoundError(f"function {name!r} is ambiguous: {candidates} (write plugin.{name})")
+    known = sorted({fn for plugin in kernel.plugins.values() for fn in plugin.functions})
+    close = get_close_matches(name, known, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise FunctionNotFoundError(f"no plugin has a function {name!r}{hint}")
+
+
+class SKFunctionCall:
+    """`sk_call(name, *args, **kwargs)` in a template: Semantic Kernel's function call.
+
+    The function is found by SK's names (`find_function`); the caller's variables that the
+    callee takes as parameters are passed along (SK passes the caller's arguments to every
+    call), then the call's own arguments: positional ones bind to parameters in order,
+    named ones by name."""
+
+    __slots__ = ("_arguments", "_kernel", "_source")
+
+    def __init__(self, kernel: Kernel, arguments: Mapping[str, Any], source: str) -> None:
+        self._kernel, self._arguments, self._source = kernel, arguments, source
+
+    @property
+    def variables(self) -> Mapping[str, Any]:
+        """The caller's variables a call passes along."""
+        return self._arguments
+
+    def with_variables(self, arguments: Mapping[str, Any]) -> SKFunctionCall:
+        """The same call, passing along `arguments` as the caller's variables."""
+        return SKFunctionCall(self._kernel, arguments, self._source)
+
+    def function_names(self) -> list[str]:
+        """Every `plugin.function` of the kernel."""
+        return [f"{name}.{fn}" for name, plugin in self._kernel.plugins.items() for fn in plugin.functions]
+
+    async def __call__(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
+        try:
+            function = find_function(self._kernel, name)
+        except FunctionNotFoundError as exc:
+            raise TemplateRenderError(f"{self._source}: {exc}") from None
+        check_weight([*args, *kwargs.values()], f"arguments of {function.fully_qualified_name}")
+        given = function.bind_positional(args, kwargs)
+        arguments = {p.name: self._arguments[p.name] for p in function.parameters
+                     if p.name in self._arguments and p.name not in given}
+        arguments.update(given)
+        result = await self._kernel.invoke(function, arguments)
+        return result.value
+
+
+class TemplateHelpers(Protocol):
+    """Globals a template format adds to its templates (SK's helpers): which free names of
+    a template it provides (they are not inputs), and their values for one render, given
+    the render's `sk_call` (helpers that call kernel functions go through it).
+    `passes_variables`: as in SK, a function whose template calls functions also takes the
+    variables it does not declare, for those functions (`SKFunctionCall`)."""
+
+    passes_variables: bool
+
+    def names(self, template: CompiledTemplate) -> frozenset[str]: ...
+
+    def bind(self, arguments: Mapping[str, Any], names: frozenset[str], call: SKFunctionCall) -> dict[str, Any]: ...
+
+
 class PluginNamespace:
     """`plugin` in a template: attribute access yields its functions."""
 
@@ -77,20 +155,24 @@ class PluginNamespace:
         return f"<plugin {self._name}>"
 
 
-_IMPLICIT_NAMES = frozenset({"varargs", "kwargs", "self", "super", "range"})
+_IMPLICIT_NAMES = frozenset({"varargs", "kwargs", "self", "super", "range", SK_CALL})
 
 
-def _scan(
-    ast: nodes.Template,
-) -> tuple[list[nodes.Name], set[str], list[tuple[nodes.Name, str]], nodes.Getattr | None]:
+_Scan = tuple[list[nodes.Name], set[str], list[tuple[nodes.Name, str]], nodes.Getattr | None,
+              list[tuple[nodes.Name, nodes.Call]]]
+
+
+def _scan(ast: nodes.Template) -> _Scan:
     """One walk over a parsed template: names read, names bound (set, for targets, macro
-    names and parameters), `name.attr(...)` calls, and the first private attribute access.
+    names and parameters), `name.attr(...)` calls, the first private attribute access, and
+    `name(...)` calls.
 
     Cheaper than `jinja2.meta.find_undeclared_variables`, which runs the code generator;
     it ignores Jinja's finer scoping (a name read before a later `set` counts as bound)."""
     loaded: list[nodes.Name] = []
     bound: set[str] = set()
     calls: list[tuple[nodes.Name, str]] = []
+    direct: list[tuple[nodes.Name, nodes.Call]] = []
     private: nodes.Getattr | None = None
     stack: list[nodes.Node] = [ast]
     while stack:
@@ -107,6 +189,8 @@ def _scan(
             target = node.node
             if isinstance(target, nodes.Getattr) and isinstance(target.node, nodes.Name):
                 calls.append((target.node, target.attr))
+            elif isinstance(target, nodes.Name):
+                direct.append((target, node))
         elif isinstance(node, nodes.Macro):
             bound.add(node.name)
         elif isinstance(node, nodes.For):
@@ -114,14 +198,20 @@ def _scan(
         elif isinstance(node, nodes.CallBlock):
             bound.add("caller")
         stack.extend(node.iter_child_nodes())
-    return loaded, bound, calls, private
+    return loaded, bound, calls, private, direct
 
 
 class CompiledTemplate:
     """A template parsed once (syntax errors and variables are known at load time) and
-    compiled to Python on first render, then reused."""
+    compiled to Python on first render, then reused.
 
-    __slots__ = ("_ast", "_template", "call_targets", "functions_used", "is_async", "name", "source", "variables")
+    `functions_used` holds the `plugin.function` names it calls (`plugin.function(...)`, and
+    `sk_call("plugin.function")` or `sk_call("plugin-function")`); `sk_names` the bare function
+    names of `sk_call("name")`, looked up across plugins at render; `called_names` the free
+    names it calls directly (`name(...)`), which a format's helpers may provide."""
+
+    __slots__ = ("_ast", "_template", "call_targets", "called_names", "functions_used", "is_async", "name",
+                 "sk_names", "source", "uses_sk_call", "variables")
 
     def __init__(self, source: str, name: str) -> None:
         self.source, self.name = source, name
@@ -129,13 +219,21 @@ class CompiledTemplate:
             ast = ENVIRONMENT.parse(source, name=name)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateSyntaxError(f"{name}:{exc.lineno}: {exc.message}") from None
-        loaded, bound, calls, private = _scan(ast)
+        loaded, bound, calls, private, direct = _scan(ast)
         undeclared = {n.name for n in loaded} - bound - _IMPLICIT_NAMES - set(ENVIRONMENT.globals)
         call_bases = {id(base) for base, _ in calls}
         plain = {n.name for n in loaded if id(n) not in call_bases}
+        sk_calls = [call for target, call in direct if target.name == SK_CALL and SK_CALL not in bound]
+        sk_targets = {call.args[0].value for call in sk_calls
+                      if call.args and isinstance(call.args[0], nodes.Const) and isinstance(call.args[0].value, str)}
+        self.uses_sk_call = bool(sk_calls)
+        self.sk_names: frozenset[str] = frozenset(t for t in sk_targets if "." not in t and "-" not in t)
+        self.called_names: frozenset[str] = frozenset(
+            target.name for target, _ in direct if target.name in undeclared
+        )
         self.functions_used: frozenset[str] = frozenset(
             f"{base.name}.{attr}" for base, attr in calls if base.name in undeclared
-        )
+        ) | {t.replace("-", ".", 1) for t in sk_targets if t not in self.sk_names}
         # `x.method()` may be a plugin call or a method of a variable: accepted either way.
         self.call_targets: frozenset[str] = frozenset(base.name for base, _ in calls if base.name in undeclared) - plain
         self.variables: frozenset[str] = frozenset(v for v in undeclared if v in plain)
@@ -148,8 +246,8 @@ class CompiledTemplate:
             raise SandboxViolationError(
                 f"{name}: {', '.join(sorted(unavailable))} is not available in templates (removed from the sandbox)"
             )
-        # Kernel functions are async: only templates that call one need async rendering.
-        self.is_async = bool(self.functions_used)
+        # Kernel functions are async: only templates that call one (or may) need async rendering.
+        self.is_async = bool(self.functions_used or self.uses_sk_call or self.called_names)
         self._ast: nodes.Template | None = ast
         self._template: jinja2.Template | None = None
 
