@@ -1,7 +1,7 @@
 """Building a kernel from its plugins: the built-in ones, entry points and plugins given
 in code are registered through the host, each plugin's registration hooks run (all or
-nothing per plugin), plugin folders of the configuration load, then `kernel_configured`
-runs. Also `Kernel.register()` after start-up.
+nothing per plugin), plugin folders of the configuration load (function by function,
+unless `strict_plugins`), then `kernel_configured` runs. Also `Kernel.register()` after start-up.
 
 What a plugin registered is found by comparing snapshots of the kernel's registries taken
 before and after its hooks ran; registering only adds, so taking out the difference undoes
@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "connectors.openai_models",
     "connectors.anthropic_models",
+    "connectors.azure_openai",
+    "connectors.anthropic_clouds",
+    "connectors.presets",
     "connectors.llamacpp",
     "connectors.sentence_transformers_embeddings",
     "connectors.sqlite_store",
@@ -71,13 +74,32 @@ def bootstrap(kernel: Kernel, *, builtins: bool, load_entry_points: bool | None,
         else:
             registered[host.name_of(plugin)] = (before, snapshot(kernel))
     for directory in settings.plugin_dirs:
-        kernel.add_plugin(os.fspath(directory))
+        add_plugin_dir(kernel, os.fspath(directory))
     for plugin in host.plugins():
         name, before = host.name_of(plugin), snapshot(kernel)
         if not host.guard(name, partial(host.call, "kernel_configured", plugin, kernel=kernel)):
             retract(kernel, before)  # what kernel_configured added, then what the plugin's hooks did
             retract(kernel, *registered.get(name, (before, before)))
             host.remove(plugin)
+    if settings.mcp.servers:  # one plugin per MCP server, last: nothing starts until it is needed
+        from .mcp import attach
+
+        attach(kernel)
+
+
+def add_plugin_dir(kernel: Kernel, directory: str) -> None:
+    """A folder of `plugin_dirs`: what is valid loads; a folder where nothing loads (or
+    that clashes) is recorded in `plugin_problems`, or raised under strict."""
+    try:
+        kernel.add_plugin(directory)
+    except PluginError as exc:
+        if kernel.strict:
+            raise
+        from .errors import PluginLoadError, Problem
+        from .plugin_folders import record_problems
+
+        problems = exc.problems if isinstance(exc, PluginLoadError) else [Problem(directory, str(exc))]
+        record_problems(kernel, problems)
 
 
 def register_late(kernel: Kernel, plugin: object, name: str | None = None) -> None:

@@ -36,6 +36,7 @@ from .errors import (
     InvocationError,
     KernelError,
     PluginError,
+    Problem,
     RecursionLimitError,
 )
 from .functions import (
@@ -111,6 +112,8 @@ class Kernel:
         self.approval: Callable[..., Any] | None = None
         """Default approval callback `(function, arguments, call) -> bool` (sync or async)
         of tool loops and plan steps, asked for every function with `needs_approval`."""
+        self.plugin_problems: list[Problem] = []
+        """What was wrong in the plugin folders added (errors: left out; warnings: loaded)."""
         self._namespaces: dict[str, PluginNamespace] | None = None
         self._functions_by_tool: dict[str, KernelFunction] = {}
         self._functions_by_name: dict[str, KernelFunction] = {}
@@ -144,7 +147,9 @@ class Kernel:
         description: str | None = None,
     ) -> KernelPlugin:
         """Add functions: a `KernelPlugin`, a module or object with `@kernel_function`
-        members, a list of functions, or a plugin folder (`str`/`Path`)."""
+        members, a list of functions, or a plugin folder (`str`/`Path`). Of a folder, each
+        valid function loads and every problem goes to `plugin_problems` (logged); under
+        `strict`, an error raises `PluginLoadError` and nothing of the folder loads."""
         if isinstance(plugin, str | os.PathLike):  # a folder
             return self._add_folder(os.fspath(plugin), name, description)
         if isinstance(plugin, KernelPlugin):
@@ -171,27 +176,18 @@ class Kernel:
         return self._add(built)
 
     def _add_folder(self, folder: str, name: str | None, description: str | None) -> KernelPlugin:
-        from pathlib import Path
+        """Every valid function of the folder; the others are in `plugin_problems` (under
+        `strict`, any error raises `PluginLoadError` and nothing is added)."""
+        from .plugin_folders import load_folder, record_problems
 
-        from .plugin_folders import load_plugins
-
-        items = load_plugins(Path(folder))
-        if not items:
-            raise PluginError(f"{folder}: no plugins found in this folder")
-        if name and len(items) > 1:
-            raise PluginError(
-                f"{folder}: holds {len(items)} plugins ({', '.join(i.name for i in items)}); "
-                "name= only renames a folder that is one plugin"
-            )
-        if name and name != items[0].name:
-            items = [items[0].renamed(name)]
-        if description is not None and len(items) == 1:
-            items[0].description = description
+        items, problems = load_folder(self, folder, name, description)
         clashes = [f"{item.name}.{fn}" for item in items if item.name in self.plugins
                    for fn in sorted(self.plugins[item.name].functions.keys() & item.functions.keys())]
-        if clashes:  # checked first, so a folder is added whole or not at all
+        if clashes:  # checked first, so what loads of a folder is added whole or not at all
             raise DuplicateNameError(f"{folder}: function(s) already registered: {', '.join(clashes)}")
-        return [self._add(item) for item in items][-1]
+        added = [self._add(item) for item in items][-1]
+        record_problems(self, problems)
+        return added
 
     def _add(self, plugin: KernelPlugin) -> KernelPlugin:
         existing = self.plugins.get(plugin.name)
@@ -557,6 +553,10 @@ class Kernel:
 
     async def aclose(self) -> None:
         await self.services.aclose()
+        import sys
+
+        if "kernel.mcp" in sys.modules:  # the MCP servers this kernel started stop with it
+            await sys.modules["kernel.mcp"].close_kernel(self)
 
     async def __aenter__(self) -> Kernel:
         return self

@@ -4,6 +4,12 @@ environment variables (nested with `__`) and `.env`.
 Precedence, highest first: arguments given in code, environment variables, `.env`,
 `kernel.toml`, defaults. Switching a whole application to another provider is one edit,
 for example `KERNEL_DEFAULT_CHAT=openai` or `[services.chat] provider = "anthropic"`.
+
+A relative path written in the configuration file (`plugin_dirs`, `cache_dir`, and the
+path options of a service, such as `options.path` of the sqlite store or
+`options.model_path`) is resolved against the folder of that file, so a project's
+`kernel.toml` means the same files from any working directory. Paths given in the
+environment or in code stay relative to the working directory.
 """
 
 from __future__ import annotations
@@ -149,6 +155,46 @@ class ToolLoopSettings(BaseModel):
     on_exhausted: Literal["final_call", "error"] = "final_call"
 
 
+class McpServerSettings(BaseModel):
+    """One MCP server, `[mcp.servers.NAME]`: a `command` run over stdio, or a streamable HTTP
+    `url`. It becomes the plugin NAME: its tools, prompts and resources kernel functions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command: str | None = Field(None, description="executable of a stdio server")
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict, description="added to a stdio server's environment")
+    cwd: Path | None = None
+    url: str | None = Field(None, description="endpoint of a streamable HTTP server")
+    headers: dict[str, str] = Field(default_factory=dict, description="HTTP headers; their values are secrets")
+    tools: list[str] | None = Field(None, description="the tools offered (default: all)")
+    exclude_tools: list[str] = Field(default_factory=list, description="tools never offered")
+    needs_approval: bool | list[str] = Field(False, description="every tool (true) or the tools named")
+    prompts: bool = Field(True, description="the server's prompts as prompt functions")
+    resources: bool = Field(True, description="list_resources / read_resource functions")
+    start: Literal["lazy", "eager"] = Field("lazy", description="start when first needed, or with the kernel")
+    startup_timeout: float = Field(30.0, gt=0, description="start, handshake and listing, seconds")
+    timeout: float = Field(60.0, gt=0, description="deadline of one request, seconds")
+    max_restarts: int = Field(5, ge=0, description="restarts after crashes in a row, with backoff")
+    max_message_bytes: int = Field(16 * 2**20, ge=4096, description="a larger answer is cut (stdio)")
+    service: str | None = Field(None, description="chat service of the server's prompts")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("set either `command` (a stdio server) or `url` (a streamable HTTP server)")
+        register_secrets([*self.headers.values(), *secrets_in([self.env, self.url, self.headers])])
+        return self
+
+
+class McpSettings(BaseModel):
+    """MCP servers whose tools become kernel functions (`kernel.mcp`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    servers: dict[str, McpServerSettings] = Field(default_factory=dict, description="by plugin name")
+
+
 class Price(BaseModel):
     """Price per million tokens."""
 
@@ -157,6 +203,48 @@ class Price(BaseModel):
     input: float
     output: float
     cached_input: float | None = None
+
+
+_PATH_NAMES = ("path", "dir", "file", "paths", "dirs", "files")
+"""A setting named one of these, or ending in `_` and one of these, holds paths."""
+
+
+def _is_path_name(name: str) -> bool:
+    return name in _PATH_NAMES or ("_" in name and name.rsplit("_", 1)[-1] in _PATH_NAMES)
+
+
+def _resolve_path(value: Any, base: Path) -> Any:
+    """A relative path (or a list of them) made absolute against `base`; URLs, `:memory:`
+    and non-strings unchanged."""
+    if isinstance(value, list):
+        return [_resolve_path(item, base) for item in value]
+    if not isinstance(value, str) or not value or value.startswith(":") or "://" in value:
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else base / path)
+
+
+def resolve_config_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """The data of a configuration file with its relative paths resolved against `base`
+    (the file's folder): top-level path settings and each service's path options."""
+    out = {key: _resolve_path(value, base) if _is_path_name(key) else value for key, value in data.items()}
+    services = out.get("services")
+    if isinstance(services, dict):
+        out["services"] = {
+            name: {**svc, "options": {key: _resolve_path(value, base) if _is_path_name(key) else value
+                                      for key, value in svc["options"].items()}}
+            if isinstance(svc, dict) and isinstance(svc.get("options"), dict) else svc
+            for name, svc in services.items()
+        }
+    return out
+
+
+class _ConfigFileSource(TomlConfigSettingsSource):
+    """kernel.toml, its relative paths resolved against its own folder."""
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        data: dict[str, Any] = super()._read_file(file_path)
+        return resolve_config_paths(data, Path(str(file_path)).absolute().parent)
 
 
 class KernelSettings(BaseSettings):
@@ -201,6 +289,7 @@ class KernelSettings(BaseSettings):
     breaker: BreakerSettings = Field(default_factory=lambda: BreakerSettings.model_validate({}))
     tool_loop: ToolLoopSettings = Field(default_factory=lambda: ToolLoopSettings.model_validate({}))
     log: LogSettings = Field(default_factory=lambda: LogSettings.model_validate({}))
+    mcp: McpSettings = Field(default_factory=lambda: McpSettings.model_validate({}))
     prices: dict[str, Price] = Field(default_factory=dict, description="keyed by model id")
     cache_dir: Path = Field(
         default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
@@ -218,7 +307,7 @@ class KernelSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources = [init_settings, env_settings, dotenv_settings]
         if cls._config_file is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._config_file))
+            sources.append(_ConfigFileSource(settings_cls, toml_file=cls._config_file))
         return tuple(sources)
 
     @classmethod

@@ -12,6 +12,7 @@ import pytest
 
 from kernel import Kernel
 from kernel.cli import main, parse_arg
+from kernel.cli.common import UsageError, parse_option, parse_options
 from kernel.cli.config import to_toml
 from kernel.testing import ScriptedChatModel
 
@@ -65,6 +66,31 @@ def test_parse_arg() -> None:
     assert parse_arg("empty=") == ("empty", "")
 
 
+def test_parse_option_values_are_json_when_they_parse() -> None:
+    assert parse_option("max_tokens=200") == ("max_tokens", 200)
+    assert parse_option("temperature=0.2") == ("temperature", 0.2)
+    assert parse_option('stop=["END", "\\n"]') == ("stop", ["END", "\n"])
+    assert parse_option("json=true") == ("json", True)
+    assert parse_option("model=gpt-4o=mini") == ("model", "gpt-4o=mini")  # not JSON: the string
+    assert parse_option("user=") == ("user", "")
+    assert parse_options(["max_tokens=1", "max_tokens=2"]) == {"max_tokens": 2}  # the last one wins
+    for bad in ("max_tokens", "=3", "max tokens=3"):
+        with pytest.raises(UsageError, match="bad -o/--option"):
+            parse_option(bad)
+
+
+def test_run_option_reaches_the_model_request(capsys: pytest.CaptureFixture[str]) -> None:
+    model = ScriptedChatModel(["A summary."])
+
+    def configure(kernel: Kernel) -> None:
+        kernel.services.add_service("scripted", model)
+
+    code, out, _ = run_cli(capsys, "run", "--service", "scripted", "--plugins", str(GOOD), "studio.summarize",
+                           "-a", "text=long", "-o", "max_tokens=5", "-o", "seed=7", configure=configure)
+    assert (code, out) == (0, "A summary.\n")
+    assert model.last_request.settings["max_tokens"] == 5 and model.last_request.settings["seed"] == 7
+
+
 # --- plugins list / check ---------------------------------------------------------------------
 
 
@@ -99,15 +125,21 @@ def test_plugins_check_clean_and_broken(capsys: pytest.CaptureFixture[str]) -> N
     code, out, err = run_cli(capsys, "plugins", "check", str(BROKEN))
     assert code == 4
     lines = out.strip().splitlines()
-    assert f"{BROKEN / 'notes' / 'Tag' / 'config.json'}:4: invalid JSON: Expecting property name enclosed in double quotes" in lines  # noqa: E501
-    assert f"{BROKEN / 'notes' / 'hello.prompt'}:5: '{{{{' is never closed with '}}}}'" in lines
-    assert any(line.startswith(f"{BROKEN / 'notes' / 'note.prompt'}:3: unknown front matter key 'colour'")
-               for line in lines)
-    assert len(lines) == 3
+    # per function: its status, then each of its problems at file:line
+    assert lines[:2] == ["notes.Tag: fails", f"  {BROKEN / 'notes' / 'Tag' / 'config.json'}:4: invalid JSON: "
+                                             "Expecting property name enclosed in double quotes"]
+    assert lines[2:4] == ["notes.hello: fails", f"  {BROKEN / 'notes' / 'hello.prompt'}:5: '{{{{' is never closed "
+                                                "with '}}'"]
+    assert lines[4] == "notes.note: fails"
+    assert lines[5].startswith(f"  {BROKEN / 'notes' / 'note.prompt'}:3: unknown front matter key 'colour'")
+    assert lines[6:] == ["3 functions in 1 plugins: 0 load, 3 fail"]
     assert_one_line_error(err, "3 problem(s)")
     code, out, _ = run_cli(capsys, "plugins", "check", str(BROKEN), "--json")
     report = json.loads(out)
     assert code == 4 and report["ok"] is False and len(report["problems"]) == 3
+    assert {p["severity"] for p in report["problems"]} == {"error"}
+    assert [(c["name"], c["status"], len(c["problems"])) for c in report["checks"]] == [
+        ("notes.Tag", "fails", 1), ("notes.hello", "fails", 1), ("notes.note", "fails", 1)]
 
 
 def test_plugins_check_empty_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -245,7 +277,7 @@ def test_to_toml_round_trips() -> None:
 def test_subprocess_check_broken_and_bad_toml(tmp_path: Path) -> None:
     proc = run_subprocess("plugins", "check", str(BROKEN), cwd=tmp_path)
     assert proc.returncode == 4
-    assert len(proc.stdout.strip().splitlines()) == 3 and "Traceback" not in proc.stderr
+    assert len(proc.stdout.strip().splitlines()) == 7 and "Traceback" not in proc.stderr
     (tmp_path / "kernel.toml").write_text("this is not = = toml\n")
     proc = run_subprocess("config", "show", cwd=tmp_path)
     assert proc.returncode == 3

@@ -66,11 +66,23 @@ CASES: dict[tuple[str, ...], tuple[list[str], str | None]] = {
                    "-a", "end=2026-01-03"], None),
     ("run",): (["math.add", "-a", "a:=2", "-a", "b:=3"], None),
     ("config", "show"): ([], None),
+    ("config", "check"): ([], None),
     ("memory", "ingest"): (["{docs}", "-c", "docs", "--chunk-size", "400"], None),
     ("memory", "search"): (["tomato soup", "-c", "docs", "-k", "2"], None),
+    ("memory", "ask"): (["How do I make tomato soup?", "-c", "docs", "-k", "2", "-o", "max_tokens=16"], None),
     ("memory", "collections"): ([], None),
-    ("chat",): (["--no-tools"], "Say hi.\n/exit\n"),
+    ("chat",): (["--no-tools", "-o", "max_tokens=8"], "Say hi.\n/exit\n"),
     ("plan",): (["--from", "{plan}", "--run", "--yes"], None),
+    ("prompt",): (["Say hi.", "-s", "Be brief.", "-o", "max_tokens=8"], ""),
+    ("services",): ([], None),
+    ("mcp", "list"): ([], None),
+    ("mcp", "serve"): (["--functions", "math.add"], "\n".join(json.dumps(m) for m in (  # one MCP session on stdin
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+         "params": {"name": "math-add", "arguments": {"a": 2, "b": 3}}},
+    )) + "\n"),
 }
 
 
@@ -121,6 +133,10 @@ settings = {{ max_tokens = 16, temperature = 0.0 }}
 provider = "hashing"
 kind = "embedding"
 
+[mcp.servers.clock]
+command = "{sys.executable}"
+args = ["-m", "mcp_server_time", "--local-timezone", "UTC"]
+
 [services.store]
 provider = "sqlite"
 options = {{ path = "{root / "memory.db"}" }}
@@ -155,7 +171,7 @@ def test_command_runs_through_the_console_script(project: dict[str, object], com
     assert "Traceback" not in done.stderr and "internal error" not in done.stderr, done.stderr[-3000:]
     assert done.stdout.strip(), f"kernel {' '.join(argv)} printed nothing"
     if output == "json":
-        if command == ("chat",):  # one JSON object per turn
+        if command in (("chat",), ("mcp", "serve")):  # one JSON object per turn, per MCP message
             for line in done.stdout.strip().splitlines():
                 json.loads(line)
         else:

@@ -5,7 +5,10 @@
     common     what every command shares: `--arg` parsing, common options, output helpers
     plugins    kernel plugins list | check
     functions  kernel render | run
-    config     kernel config show
+    prompt     kernel prompt; kernel memory ask
+    services   kernel services
+    config     kernel config show | check
+    mcp        kernel mcp list | serve
     memory     kernel memory ingest | search | collections
     chat       kernel chat
     plan       kernel plan

@@ -9,8 +9,10 @@ NAME`, `--plugins DIR` (repeatable), `--json` and `--debug`.
 
 Exit codes: 0 ok; 1 runtime or kernel error; 2 bad usage or bad input (unknown function,
 bad --arg); 3 configuration error (missing or invalid config file); 4 plugin folder
-problems; 130 interrupted. Errors are one line on stderr, `error: <message>`; the
-traceback only with --debug.
+problems; 130 interrupted; 141 stdout closed by its reader (`kernel plugins list | head -2`:
+the rest of the output is dropped, nothing is printed, as for a tool that SIGPIPE ended).
+Errors are one line on stderr, `error: <message>`; the traceback only with --debug. Every
+command's help shows its options' defaults and its exit codes.
 """
 
 from __future__ import annotations
@@ -24,13 +26,16 @@ from typing import TYPE_CHECKING, Any
 
 from .common import (
     COMMON_DEFAULTS,
+    EXIT_BROKEN_PIPE,
     EXIT_CONFIG,
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_PLUGINS,
     EXIT_USAGE,
+    HelpFormatter,
     UsageError,
     common_parser,
+    exit_codes,
 )
 
 if TYPE_CHECKING:
@@ -46,6 +51,9 @@ BUILTIN_COMMANDS: dict[str, tuple[str, ...]] = {
     "kernel.cli.memory": ("memory",),
     "kernel.cli.chat": ("chat",),
     "kernel.cli.plan": ("plan",),
+    "kernel.cli.prompt": ("prompt",),
+    "kernel.cli.services": ("services",),
+    "kernel.cli.mcp": ("mcp",),
 }
 """The modules of the built-in commands, and the commands each registers."""
 
@@ -75,11 +83,15 @@ _COMMON = common_parser()
 class CommandParser(argparse.ArgumentParser):
     """The parser of a command and of its sub-commands: every one of them takes the common
     options, and an option a command declares again (say its own `--json`) replaces the
-    common one instead of failing the whole CLI."""
+    common one instead of failing the whole CLI. Its help shows every option's default and,
+    unless the command gives its own epilog, the exit codes."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("conflict_handler", "resolve")
         kwargs.setdefault("parents", [_COMMON])
+        if kwargs.get("formatter_class") in (None, argparse.HelpFormatter, argparse.RawDescriptionHelpFormatter):
+            kwargs["formatter_class"] = HelpFormatter
+        kwargs.setdefault("epilog", exit_codes())
         super().__init__(*args, **kwargs)
 
 
@@ -116,6 +128,7 @@ class _Commands:
     ) -> argparse.ArgumentParser:
         if name in self.names:
             raise ValueError(f"command {name!r} is already registered by {self.names[name]}")
+        parser_options.setdefault("description", help[:1].upper() + help[1:] + ("" if help.endswith(".") else "."))
         parser: argparse.ArgumentParser = self.subparsers.add_parser(name, help=help, **parser_options)
         self.names[name] = self.source
         if arguments is not None:
@@ -130,7 +143,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The whole parser. Third-party commands are collected only when `argv` names a
     command that is not built in (or none, for the help)."""
     parser = argparse.ArgumentParser(
-        prog="kernel", parents=[_COMMON],
+        prog="kernel", parents=[_COMMON], formatter_class=HelpFormatter, epilog=exit_codes(),
         description="Plugin-based LLM orchestration kernel: inspect plugins, render and run functions.",
     )
     parser.add_argument("--version", action=_VersionAction)
@@ -208,7 +221,29 @@ def _first_command(argv: Sequence[str]) -> str | None:
 def main(argv: Sequence[str] | None = None, *, configure: Callable[[Kernel], None] | None = None) -> int:
     """Run the CLI; returns the exit code. `configure` is called with the kernel before
     the command runs (applications and tests add services or plugins there)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = _main(list(sys.argv[1:] if argv is None else argv), configure)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _closed_stdout()
+    return code
+
+
+def _closed_stdout() -> int:
+    """The reader of stdout went away (`| head`): stop quietly, as Python's documentation
+    recommends, stdout pointed at devnull so that the final flush cannot fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real file descriptor (stdout replaced in a test)
+        pass
+    return EXIT_BROKEN_PIPE
+
+
+def _main(argv: list[str], configure: Callable[[Kernel], None] | None) -> int:
     parser = build_parser(argv)
     try:
         args = parser.parse_args(argv)
@@ -224,12 +259,21 @@ def main(argv: Sequence[str] | None = None, *, configure: Callable[[Kernel], Non
     try:
         return _execute(args, handler, configure)
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        print(("\n" if _is_terminal(sys.stderr) else "") + "error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return _closed_stdout()
     except UsageError as exc:
         return _fail(str(exc), EXIT_USAGE, args.debug)
     except Exception as exc:
         return _fail_exception(exc, args.debug)
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def _execute(args: argparse.Namespace, handler: Any, configure: Callable[[Kernel], None] | None) -> int:

@@ -7,12 +7,15 @@ and the session goes on; the exit code is then 1.
 
 Functions that need approval are asked about on the terminal when stdin is one;
 with piped input they are refused (the safe default).
+
+Stdin is read by a `LineReader`, so Ctrl-C at the prompt ends the session at once (exit
+130), as it does while the model answers. `-o NAME=VALUE` sets execution settings of every
+turn (`-o max_tokens=200 -o temperature=0.2`).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
@@ -23,6 +26,7 @@ from ..errors import KernelError
 from ..functions import KernelFunction
 from ..hookspecs import RegisterCommand, hookimpl
 from ..logging import mask_text
+from .common import EXIT_CONFIG, EXIT_ERROR, EXIT_USAGE, LineReader, add_option_argument, exit_codes, parse_options
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
@@ -34,16 +38,20 @@ EXIT_COMMANDS = frozenset({"/exit", "/quit"})
 @hookimpl
 def register_commands(register: RegisterCommand) -> None:
     register("chat", cmd_chat, arguments=_arguments, help="chat with a model, the loaded plugins offered as tools",
-             description="Interactive chat: one turn per stdin line; /exit or EOF ends it.")
+             description="Interactive chat: one turn per stdin line; /exit, EOF (Ctrl-D) or Ctrl-C ends it.",
+             epilog=exit_codes({EXIT_ERROR: "a turn failed (the session went on)",
+                                EXIT_USAGE: "unknown --plugin, bad -o",
+                                EXIT_CONFIG: "configuration error (unknown service, missing key)"}))
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--system", metavar="TEXT", help="system message of the conversation")
+    parser.add_argument("--system", "-s", metavar="TEXT", help="system message of the conversation (default: none)")
     parser.add_argument("--plugin", metavar="NAME", action="append", dest="tool_plugins",
                         help="offer only this plugin's functions as tools (repeatable; default: all)")
     parser.add_argument("--no-tools", action="store_true", help="offer no tools")
     parser.add_argument("--max-history-tokens", type=int, metavar="N", default=None,
-                        help="trim the oldest turns to keep the history under about N tokens")
+                        help="trim the oldest turns to keep the history under about N tokens (default: no trim)")
+    add_option_argument(parser)
 
 
 def _preview(text: str) -> str:
@@ -58,11 +66,11 @@ def _qualified(kernel: Kernel, name: str) -> str:
         return name
 
 
-def _terminal_approval(stdin: TextIO, stderr: TextIO) -> Any:
+def _terminal_approval(stdin: LineReader, stderr: TextIO) -> Any:
     async def approve(function: KernelFunction, arguments: dict[str, Any], call: ToolCall) -> bool:
         shown = _preview(json.dumps(arguments, default=str, ensure_ascii=False))
         print(f"[approve] run {function.fully_qualified_name}({shown})? [y/N] ", end="", file=stderr, flush=True)
-        answer = await asyncio.to_thread(stdin.readline)
+        answer = await stdin.readline()
         return answer.strip().lower() in ("y", "yes")
 
     return approve
@@ -71,19 +79,23 @@ def _terminal_approval(stdin: TextIO, stderr: TextIO) -> Any:
 async def cmd_chat(args: argparse.Namespace, kernel: Kernel) -> int:
     stdin, stdout, stderr = sys.stdin, sys.stdout, sys.stderr
     options: dict[str, Any] = {"tools": []} if args.no_tools else {"plugins": args.tool_plugins}
+    settings = parse_options(args.options)
+    if settings:
+        options["settings"] = settings
     from ..chat import select_functions
 
     select_functions(kernel, options.get("tools"), options.get("plugins"))  # unknown plugin: exit 2 now
     interactive = stdin.isatty()
+    lines = LineReader(stdin)
     if interactive and kernel.approval is None:
-        options["approval"] = _terminal_approval(stdin, stderr)
+        options["approval"] = _terminal_approval(lines, stderr)
     as_json = bool(getattr(args, "json", False))
     history = ChatHistory(system=args.system)
     failed = False
     while True:
         if interactive:
             print("> ", end="", file=stderr, flush=True)
-        line = await asyncio.to_thread(stdin.readline)
+        line = await lines.readline()
         if not line:
             break
         text = line.strip()

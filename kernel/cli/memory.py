@@ -8,6 +8,7 @@ configured defaults).
     kernel memory ingest docs/ --collection docs --chunk-size 800 --overlap 80
     kernel memory ingest ../other/docs --as other-docs
     kernel memory search "how do I install?" --collection docs -k 5 --filter "source=guide.md"
+    kernel memory ask "how do I install?" --collection docs -k 4
     kernel memory collections --json
 
 Every folder ingested is a *source root* named by the folder's name (`docs`), or by
@@ -29,31 +30,48 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ..hookspecs import RegisterCommand, hookimpl
-from .common import UsageError
+from .common import EXIT_CONFIG, EXIT_ERROR, EXIT_USAGE, UsageError, add_option_argument, exit_codes
 
 if TYPE_CHECKING:
+    from ..hookspecs import VectorStore
     from ..kernel import Kernel
     from ..memory import IngestProgress, SemanticMemory
+
+_EXIT_CODES = {
+    EXIT_ERROR: "a store or embedding error",
+    EXIT_USAGE: "bad options or filter, a missing path, an unknown collection",
+    EXIT_CONFIG: "configuration error (unknown service, bad connector options)",
+}
 
 
 @hookimpl
 def register_commands(register: RegisterCommand) -> None:
-    """Add `memory ingest|search|collections`."""
-    memory = register("memory", None, help="vector memory: ingest, search, collections")
-    sub = memory.add_subparsers(dest="memory_command", metavar="{ingest,search,collections}")
-    sub.required = True
+    """Add `memory ingest|search|ask|collections`."""
+    memory = register("memory", None, help="vector memory: ingest, search, ask, collections",
+                      epilog=exit_codes(_EXIT_CODES))
+    sub = memory.add_subparsers(dest="memory_command", metavar="ACTION")
 
     def services(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--embedding", metavar="SERVICE", help="embedding service (default: configured)")
-        p.add_argument("--store", metavar="SERVICE", help="memory service (default: configured)")
+        p.add_argument("--embedding", metavar="SERVICE", help="embedding service (default: default_embedding)")
+        p.add_argument("--store", metavar="SERVICE", help="memory service (default: default_memory)")
 
-    ingest = sub.add_parser("ingest", help="chunk, embed and store files or folders")
+    def searching(p: argparse.ArgumentParser, k: int) -> None:
+        p.add_argument("--collection", "-c", default="docs", help="the collection (an unknown one: exit 2)")
+        p.add_argument("-k", type=int, default=k, metavar="N", help="number of hits")
+        p.add_argument("--filter", action="append", default=[], metavar="EXPR",
+                       help="metadata filter, e.g. 'source=a.md', 'year>=2020' (repeatable: AND; default: none)")
+        p.add_argument("--mode", choices=["hybrid", "vector", "keyword"], default="hybrid",
+                       help="vector similarity, keyword match, or both fused (hybrid)")
+
+    epilog = exit_codes(_EXIT_CODES)
+    ingest = sub.add_parser("ingest", help="chunk, embed and store files or folders", epilog=epilog,
+                            description="Chunk, embed and store .md/.txt files or folders.")
     ingest.add_argument("paths", nargs="+", metavar="PATH", help=".md/.txt files or folders")
-    ingest.add_argument("--collection", "-c", default="docs")
-    ingest.add_argument("--chunk-size", type=int, default=1000, metavar="N")
+    ingest.add_argument("--collection", "-c", default="docs", help="the collection to store into")
+    ingest.add_argument("--chunk-size", type=int, default=1000, metavar="N", help="chunk size, in --unit")
     ingest.add_argument("--overlap", type=int, default=None, metavar="N",
                         help="chunk overlap (default: a tenth of the chunk size, at most 100)")
-    ingest.add_argument("--unit", choices=["chars", "tokens"], default="chars")
+    ingest.add_argument("--unit", choices=["chars", "tokens"], default="chars", help="how chunks are measured")
     ingest.add_argument("--no-prune", action="store_true",
                         help="keep chunks that left re-ingested files, and those of files gone from the folder")
     ingest.add_argument("--as", "--source-root", dest="source_root", metavar="NAME",
@@ -65,19 +83,36 @@ def register_commands(register: RegisterCommand) -> None:
     services(ingest)
     ingest.set_defaults(handler=ingest_command)
 
-    search = sub.add_parser("search", help="search a collection")
-    search.add_argument("query")
-    search.add_argument("--collection", "-c", default="docs")
-    search.add_argument("-k", type=int, default=4, metavar="N", help="number of hits")
-    search.add_argument("--filter", action="append", default=[], metavar="EXPR",
-                        help="metadata filter, e.g. 'source=a.md', 'year>=2020' (repeatable: AND)")
-    search.add_argument("--mode", choices=["hybrid", "vector", "keyword"], default="hybrid")
+    search = sub.add_parser("search", help="search a collection", epilog=epilog,
+                            description="Search a collection: the best chunks, with their sources and scores.")
+    search.add_argument("query", metavar="QUERY", help="what to search for")
+    searching(search, 4)
     services(search)
     search.set_defaults(handler=search_command)
 
-    collections = sub.add_parser("collections", help="list collections")
-    collections.add_argument("--store", metavar="SERVICE", help="memory service (default: configured)")
+    ask = sub.add_parser("ask", help="answer a question from a collection, citing its passages as [1], [2]",
+                         epilog=exit_codes({**_EXIT_CODES, EXIT_ERROR: "no passage found, or a model error"}),
+                         description="Retrieve the best passages of a collection, then ask the chat model "
+                                     "(--service, default_chat) to answer from them with numbered citations; the "
+                                     "sources are listed after the answer.")
+    ask.add_argument("question", metavar="QUESTION", help="the question")
+    searching(ask, 4)
+    add_option_argument(ask)
+    services(ask)
+    ask.set_defaults(handler=ask_command)
+
+    collections = sub.add_parser("collections", help="list collections", epilog=epilog,
+                                 description="List the collections of a store, with their chunk counts.")
+    collections.add_argument("--store", metavar="SERVICE", help="memory service (default: default_memory)")
     collections.set_defaults(handler=collections_command)
+
+
+async def check_collection(store: VectorStore, name: str) -> None:
+    """An unknown collection is bad usage (exit 2); the message lists the existing ones."""
+    names = sorted(await store.list_collections())
+    if name not in names:
+        existing = ", ".join(repr(n) for n in names) if names else "none yet (kernel memory ingest PATH -c NAME)"
+        raise UsageError(f"no collection {name!r} in the store; existing collections: {existing}")
 
 
 def _memory(args: argparse.Namespace, kernel: Kernel) -> SemanticMemory:
@@ -163,8 +198,9 @@ async def ingest_command(args: argparse.Namespace, kernel: Kernel) -> int:
 async def search_command(args: argparse.Namespace, kernel: Kernel) -> int:
     from ..memory import parse_expressions, reference
 
-    memory = _memory(args, kernel)
     flt = parse_expressions(args.filter)
+    await check_collection(kernel.services.memory(getattr(args, "store", None)), args.collection)
+    memory = _memory(args, kernel)
     hits = await memory.search(args.query, args.collection, args.k, flt, args.mode)
     if args.json:
         print(json.dumps([
@@ -186,6 +222,13 @@ async def search_command(args: argparse.Namespace, kernel: Kernel) -> int:
         print(f"[{i}] {reference(h)}  (score {h.score:.4f})")
         print("    " + h.record.text.strip().replace("\n", "\n    "))
     return 0
+
+
+async def ask_command(args: argparse.Namespace, kernel: Kernel) -> int:
+    """`memory ask`: see `kernel.cli.prompt.memory_ask`."""
+    from .prompt import memory_ask
+
+    return await memory_ask(args, kernel)
 
 
 async def collections_command(args: argparse.Namespace, kernel: Kernel) -> int:

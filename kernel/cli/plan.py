@@ -1,13 +1,12 @@
 """`kernel plan`: ask for a plan, show it, save it, replay it, run it.
 
-    kernel plan "GOAL" [--input NAME=VALUE ...] [--plugin NAME ...] [--save FILE] [--json]
+    kernel plan "GOAL" [--input NAME=VALUE ...] [--plugin NAME ...] [-o NAME=VALUE ...] [--save FILE] [--json]
     kernel plan --from FILE [--input NAME=VALUE ...] [--run [--yes]]
 
-`--input name:=JSON` gives a typed value. `--run` asks `Run this plan? [y/N]` on the
+`--input name:=JSON` gives a typed value. `-o NAME=VALUE` sets execution settings of the
+planning request (`-o max_tokens=800`). `--run` asks `Run this plan? [y/N]` on the
 terminal unless `--yes`; without a terminal and without `--yes` it refuses (exit 1).
-`--from FILE` replays a saved (or hand-edited) plan without asking a model. Exit codes:
-0 ok, 1 the plan failed or was not confirmed, 2 bad input (bad --input, unreadable or
-invalid plan file, unknown plugin).
+`--from FILE` replays a saved (or hand-edited) plan without asking a model.
 """
 
 from __future__ import annotations
@@ -20,7 +19,18 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import PlanExecutionError, PlanValidationError
 from ..hookspecs import RegisterCommand, hookimpl
-from .common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, UsageError, parse_arg
+from .common import (
+    EXIT_CONFIG,
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_USAGE,
+    LineReader,
+    UsageError,
+    add_option_argument,
+    exit_codes,
+    parse_arg,
+    parse_options,
+)
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
@@ -31,23 +41,27 @@ if TYPE_CHECKING:
 def register_commands(register: RegisterCommand) -> None:
     register("plan", handle_plan, arguments=_arguments,
              help="turn a goal into a plan of function calls; show, save or run it",
-             description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+             description=__doc__,
+             epilog=exit_codes({EXIT_ERROR: "the plan failed, or was not confirmed",
+                                EXIT_USAGE: "bad --input or -o, unreadable or invalid plan file, unknown plugin",
+                                EXIT_CONFIG: "configuration error (unknown service, missing key)"}))
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("goal", nargs="?", metavar="GOAL", help="what the plan should achieve")
     parser.add_argument("--input", "-i", dest="inputs", action="append", metavar="NAME=VALUE",
-                        help="a goal input (NAME:=JSON for a typed value); repeatable")
+                        help="a goal input (NAME:=JSON for a typed value); repeatable (default: none)")
     parser.add_argument("--plugin", dest="plan_plugins", action="append", metavar="NAME",
-                        help="only plan with the functions of this plugin; repeatable")
+                        help="only plan with the functions of this plugin; repeatable (default: all plugins)")
     parser.add_argument("--run", action="store_true", help="run the plan after confirmation")
     parser.add_argument("--yes", "-y", action="store_true", help="run without asking for confirmation")
-    parser.add_argument("--save", metavar="FILE", help="write the plan as JSON to FILE")
+    parser.add_argument("--save", metavar="FILE", help="write the plan as JSON to FILE (default: not saved)")
     parser.add_argument("--from", dest="from_file", metavar="FILE",
-                        help="load a plan from FILE instead of asking a model")
-    parser.add_argument("--max-steps", type=int, default=10, metavar="N", help="at most N steps (default 10)")
+                        help="load a plan from FILE instead of asking a model (default: ask the model)")
+    parser.add_argument("--max-steps", type=int, default=10, metavar="N", help="at most N steps")
     parser.add_argument("--max-repairs", type=int, default=2, metavar="N",
-                        help="repair requests for an invalid plan (default 2)")
+                        help="repair requests for an invalid plan")
+    add_option_argument(parser)
 
 
 def _err(message: str) -> None:
@@ -74,13 +88,14 @@ def _parse_inputs(items: list[str] | None) -> dict[str, Any]:
     return inputs
 
 
-def _confirmed() -> bool | None:
-    """True/False from the terminal; None when there is no terminal to ask."""
+async def _confirmed() -> bool | None:
+    """True/False from the terminal; None when there is no terminal to ask. Ctrl-C at the
+    question ends the command at once."""
     stdin = sys.stdin
     if stdin is None or not stdin.isatty():
         return None
     print("Run this plan? [y/N] ", end="", file=sys.stderr, flush=True)
-    answer = stdin.readline().strip().lower()
+    answer = (await LineReader(stdin).readline()).strip().lower()
     return answer in ("y", "yes")
 
 
@@ -92,6 +107,8 @@ async def _load(args: argparse.Namespace, kernel: Kernel, inputs: dict[str, Any]
     from ..planning import Plan
 
     if args.from_file:
+        if args.options:
+            raise UsageError("-o sets execution settings of the planning request; --from FILE asks no model")
         path = Path(args.from_file)
         try:
             text = path.read_text(encoding="utf-8")
@@ -111,8 +128,9 @@ async def _load(args: argparse.Namespace, kernel: Kernel, inputs: dict[str, Any]
         return plan
     if not args.goal:
         raise UsageError("kernel plan: give a GOAL, or --from FILE to replay a saved plan")
+    settings = parse_options(args.options)
     return await kernel.plan(args.goal, inputs=inputs, plugins=args.plan_plugins,
-                             max_steps=args.max_steps, max_repairs=args.max_repairs)
+                             max_steps=args.max_steps, max_repairs=args.max_repairs, settings=settings or None)
 
 
 async def handle_plan(args: argparse.Namespace, kernel: Kernel) -> int:
@@ -133,7 +151,7 @@ async def handle_plan(args: argparse.Namespace, kernel: Kernel) -> int:
     if not as_json:
         print(str(plan))
     if not args.yes:
-        answer = _confirmed()
+        answer = await _confirmed()
         if answer is None:
             _err("error: refusing to run the plan without confirmation: stdin is not a terminal "
                  "(pass --yes to run it)")
