@@ -25,6 +25,7 @@ from .logging import LazyLogger
 
 if TYPE_CHECKING:
     from .contents import ToolCall
+    from .events import Event
     from .functions import FunctionResult, KernelFunction
     from .settings import Price
 
@@ -61,6 +62,20 @@ as soon as one call is unpriced: an unknown cost is never zero. The budget is th
 top-level invocation's."""
 
 
+EVENT: ContextVar[Event | None] = ContextVar("kernel_event", default=None)
+"""The event of the innermost running operation (`kernel.events`), when a sink is on: a
+new event's parent, and the run it belongs to. Never set while no sink is on."""
+
+
+def recorder(owner: Any = None) -> Any:
+    """The emitter (`kernel.events`) to record an operation with: the running event's, else
+    the one `owner` carries (a service registry carries its kernel's); None: no sink is on."""
+    current = EVENT.get()
+    if current is not None:
+        return current.emitter
+    return getattr(owner, "events", None)
+
+
 def model_call(what: str) -> None:
     """Count one model call against the running invocation's budget, before it is made."""
     current = METER.get()
@@ -76,6 +91,15 @@ def add_cost(result: FunctionResult, cost: float | None) -> None:
         result.cost = None if cost is None else result.cost + cost
 
 
+def price(usage: Usage, model: str, prices: dict[str, Price]) -> float | None:
+    """The cost of one model call (None: unpriced)."""
+    if not prices:
+        return None
+    from .services.pricing import cost
+
+    return cost(usage, model, prices)
+
+
 def record(usage: Usage, model: str, prices: dict[str, Price]) -> None:
     """Add one model call's usage (and its cost, when priced) to the running invocation."""
     current = METER.get()
@@ -85,12 +109,7 @@ def record(usage: Usage, model: str, prices: dict[str, Price]) -> None:
     usage = Usage(usage.input_tokens, usage.output_tokens, usage.cached_tokens,
                   usage.cache_write_tokens, max(usage.requests, 1))
     meter.usage.add(usage)
-    cost = None
-    if prices:
-        from .services.pricing import cost as price
-
-        cost = price(usage, model, prices)
-    add_cost(meter, cost)
+    add_cost(meter, price(usage, model, prices))
 
 
 def close(meter: FunctionResult, parent: Scope | None) -> None:

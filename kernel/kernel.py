@@ -53,9 +53,13 @@ from .middleware import STAGES, Filter, FunctionContext, Stage, run_pipeline
 if TYPE_CHECKING:
     from typing import Unpack
 
+    import pluggy
+
     from ._plugin_host import PluginFailure, PluginHost
+    from .batch import BatchReport
     from .chat import ChatHistory, ChatResult
     from .chat.tool_loop import ChatOptions
+    from .events import Emitter
     from .planning import Plan
     from .planning.generation import PlanOptions
     from .prompts.templates import PluginNamespace
@@ -84,10 +88,12 @@ class Kernel:
         builtins: bool = True,
         strict: bool | None = None,
         http_clients: Mapping[str, Any] | None = None,
+        journal: bool | None = None,
     ) -> None:
         """`plugins`: pluggy plugins (modules or objects with `@hookimpl`s) to register with
         the built-in ones; `http_clients`: an HTTP client per service name, given to that
-        service's connector when it is built (tests inject `MockTransport` clients here)."""
+        service's connector when it is built (tests inject `MockTransport` clients here); `journal`:
+        whether the journal is on when the configuration leaves `journal` unset (the CLI: True)."""
         from ._bootstrap import bootstrap
         from ._plugin_host import PluginHost
         from .services.registry import ServiceRegistry
@@ -109,6 +115,7 @@ class Kernel:
         self._max_depth = self.settings.max_call_depth
         self._max_model_calls = self.settings.max_model_calls
         self._max_function_calls = self.settings.max_function_calls
+        self.events: Emitter | None = None  # kernel.events: the event stream, None while no sink is on
         self.approval: Callable[..., Any] | None = None
         """Default approval callback `(function, arguments, call) -> bool` (sync or async)
         of tool loops and plan steps, asked for every function with `needs_approval`."""
@@ -119,8 +126,15 @@ class Kernel:
         self._functions_by_name: dict[str, KernelFunction] = {}
 
         self.host: PluginHost = PluginHost(strict=self.strict)
-        self.pm = self.host.pm
         bootstrap(self, builtins=builtins, load_entry_points=load_entry_points, plugins=plugins)
+        if journal or self.settings.journal or self.settings.telemetry.enabled:  # `journal`: its default
+            from .events import configure
+            configure(self, journal)
+
+    @property
+    def pm(self) -> pluggy.PluginManager:
+        """This kernel's pluggy `PluginManager` (built when first asked for)."""
+        return self.host.pm
 
     @property
     def plugin_failures(self) -> list[PluginFailure]:
@@ -309,6 +323,8 @@ class Kernel:
             args.update(kwargs)
         else:
             args = arguments if isinstance(arguments, dict) else dict(arguments)
+        if self.events is not None and self.events.records():  # a sink is on: the call is recorded
+            return await self.events.invoke(self, fn, args)
         parent = _usage.METER.get()
         if parent is None:  # _enter() inlined (the hot path): a top-level call, a fresh budget
             depth, budget = 0, [1, 0, self._max_function_calls, self._max_model_calls]
@@ -457,7 +473,8 @@ class Kernel:
         # The stream runs as one invocation (its nested calls and model calls counted and
         # metered), in a task of its own so the running invocation never leaks to the caller.
         try:
-            async for event in _usage.scoped(events, (depth + 1, meter, budget)):
+            async for event in (_usage.scoped(events, (depth + 1, meter, budget)) if self.events is None else
+                                self.events.stream(fn, args, events, (depth + 1, meter, budget), meter)):
                 yield event
         finally:
             _usage.close(meter, parent)
@@ -468,7 +485,8 @@ class Kernel:
         """One chat call through the kernel (retries, fallbacks), usage recorded. Counts
         against the running invocation's model-call budget (`max_model_calls`)."""
         _usage.model_call(f"model call to {service or 'the default chat service'}")
-        response = await self.services.chat(service).complete(request)
+        response = await (self.services.chat(service).complete(request) if self.events is None
+                          else self.events.complete(self, request, service))
         _usage.record(response.usage, response.model, self.settings.prices)
         return response
 
@@ -477,7 +495,8 @@ class Kernel:
         against the running invocation's model-call budget (`max_model_calls`)."""
         _usage.model_call(f"model call to {service or 'the default chat service'}")
         accumulator = StreamAccumulator()
-        async for event in self.services.chat(service).stream(request):
+        async for event in (self.services.chat(service).stream(request) if self.events is None
+                            else self.events.stream_model(self, request, service)):
             accumulator.add(event)
             yield event
         _usage.record(accumulator.usage, accumulator.model, self.settings.prices)
@@ -549,10 +568,20 @@ class Kernel:
 
         return await create_plan(self, goal, **options)
 
+    async def batch(self, function: Any, records: Any, /, **options: Any) -> BatchReport:
+        """Run a function (a name, a KernelFunction or a Plan) over records (a .jsonl, .csv
+        or .parquet path, or an iterable of mappings), in this process or on Ray
+        (`executor="ray"`); with `output=`, resumable. See `kernel.batch.run_batch`."""
+        from .batch import run_batch
+
+        return await run_batch(self, function, records, **options)
+
     # -- lifecycle -----------------------------------------------------------------------
 
     async def aclose(self) -> None:
         await self.services.aclose()
+        if self.events is not None:
+            await self.events.aclose()
         import sys
 
         if "kernel.mcp" in sys.modules:  # the MCP servers this kernel started stop with it

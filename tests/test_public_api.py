@@ -29,7 +29,7 @@ def test_every_name_in_all_is_importable() -> None:
 def test_all_is_complete() -> None:
     """Every public class/function of the core modules that __init__ re-exports is listed,
     and nothing public in the package namespace is missing from __all__."""
-    exported = {name for name in dir(kernel) if not name.startswith("_")}
+    exported = {name for name in dir(kernel) if not name.startswith(("_", "@"))}
     submodules = {m.name for m in pkgutil.iter_modules(kernel.__path__)}
     assert exported - submodules - {"annotations", "TYPE_CHECKING", "Any"} <= set(kernel.__all__)
     locations = kernel._LOCATIONS  # type: ignore[attr-defined]

@@ -396,14 +396,13 @@ class _Loop:
         if emit is not None:
             emit(ToolCallStarted(call))
         start = time.perf_counter()
-        try:
-            result = await self._process(call, fn)
-        except Exception as exc:  # a bug in a check must not break the pairing of calls and results
-            log.warning("tool_call_unhandled", function=call.name[:80], error=type(exc).__name__)
-            result = ToolResult(call.id, call.name, short_error(f"the call failed: {type(exc).__name__}"), True)
-        content = cut_result(valid_unicode(result.content), self.policy.max_result_chars)
-        if content is not result.content:  # what a filter set is cut too; the full value is not sent
-            result = ToolResult(result.call_id, result.name, content, result.is_error)
+        events = self.kernel.events
+        if events is None:
+            result = await self._checked(call, fn)
+        else:  # a sink is on: the call is a tool event, what it runs nested under it
+            with events.tool(call, fn.fully_qualified_name if fn is not None else None, self.rounds) as event:
+                result = await self._checked(call, fn)
+                event.result, event.is_error = result.content, result.is_error
         duration = time.perf_counter() - start
         results[index] = result
         name = fn.fully_qualified_name if fn is not None else None
@@ -412,6 +411,18 @@ class _Loop:
             log.info("tool_call_failed", function=name or call.name, round=self.rounds)
         if emit is not None:
             emit(ToolCallFinished(call, result))
+
+    async def _checked(self, call: ToolCall, fn: KernelFunction | None) -> ToolResult:
+        """`_process`, never raising, its result cut to `max_result_chars`."""
+        try:
+            result = await self._process(call, fn)
+        except Exception as exc:  # a bug in a check must not break the pairing of calls and results
+            log.warning("tool_call_unhandled", function=call.name[:80], error=type(exc).__name__)
+            result = ToolResult(call.id, call.name, short_error(f"the call failed: {type(exc).__name__}"), True)
+        content = cut_result(valid_unicode(result.content), self.policy.max_result_chars)
+        if content is not result.content:  # what a filter set is cut too; the full value is not sent
+            result = ToolResult(result.call_id, result.name, content, result.is_error)
+        return result
 
     async def _process(self, call: ToolCall, fn: KernelFunction | None) -> ToolResult:
         """Check, filter, approve and run one call; every failure becomes an error result."""
@@ -543,7 +554,7 @@ async def run_chat(
     loop = _Loop(kernel, messages, service=service, settings=settings, tools=tools, plugins=plugins,
                  functions=functions, tool_choice=tool_choice, output_schema=output_schema,
                  output_schema_name=output_schema_name, policy=policy, loop_policy=loop_policy, approval=approval)
-    return await loop.run()
+    return await (loop.run() if kernel.events is None else kernel.events.chat(loop, loop.run()))
 
 
 async def stream_chat(
@@ -559,7 +570,8 @@ async def stream_chat(
     done = object()
     # The loop runs as a task (it inherits this context: usage meters, call depth) and
     # emits into a queue; closing this generator cancels it, and the running calls.
-    task = asyncio.ensure_future(loop.run(queue.put_nowait))
+    task = asyncio.ensure_future(loop.run(queue.put_nowait) if kernel.events is None
+                                 else kernel.events.chat(loop, loop.run(queue.put_nowait)))
     task.add_done_callback(lambda _task: queue.put_nowait(done))
     try:
         while True:

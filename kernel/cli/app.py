@@ -54,6 +54,9 @@ BUILTIN_COMMANDS: dict[str, tuple[str, ...]] = {
     "kernel.cli.prompt": ("prompt",),
     "kernel.cli.services": ("services",),
     "kernel.cli.mcp": ("mcp",),
+    "kernel.cli.logs": ("logs",),
+    "kernel.cli.serve": ("serve",),
+    "kernel.cli.batch": ("batch",),
 }
 """The modules of the built-in commands, and the commands each registers."""
 
@@ -286,7 +289,7 @@ def _execute(args: argparse.Namespace, handler: Any, configure: Callable[[Kernel
     if getattr(args, "needs_kernel", True):
         from ..kernel import Kernel
 
-        kernel = Kernel(settings=settings)
+        kernel = Kernel(settings=settings, journal=True)  # the journal: on unless `journal = false`
         for folder in args.plugins or ():
             kernel.add_plugin(Path(folder))
         if configure is not None:

@@ -192,7 +192,7 @@ class _Check:
 async def cmd_config_check(args: argparse.Namespace, kernel: Kernel) -> int:
     check = _Check(kernel, bool(args.probe))
     rows = await check.run()
-    source = getattr(type(kernel.settings), "_config_file", None)
+    source = getattr(kernel.settings, "config_file", None)
     if getattr(args, "json", False):
         print_json({"ok": not check.problems, "config_file": str(source) if source else None,
                     "probe": check.probe, "services": rows, "problems": check.problems})

@@ -2,11 +2,16 @@
 
     kernel plan "GOAL" [--input NAME=VALUE ...] [--plugin NAME ...] [-o NAME=VALUE ...] [--save FILE] [--json]
     kernel plan --from FILE [--input NAME=VALUE ...] [--run [--yes]]
+    kernel plan --resume RUN [--retry-in-flight] [--yes]
 
 `--input name:=JSON` gives a typed value. `-o NAME=VALUE` sets execution settings of the
 planning request (`-o max_tokens=800`). `--run` asks `Run this plan? [y/N]` on the
 terminal unless `--yes`; without a terminal and without `--yes` it refuses (exit 1).
-`--from FILE` replays a saved (or hand-edited) plan without asking a model.
+`--from FILE` replays a saved (or hand-edited) plan without asking a model. `--resume RUN`
+continues a journaled plan run that crashed, was killed or failed (`kernel logs` lists
+runs): the steps it completed are not run again; a step that was running when it
+stopped runs again only if its function is idempotent (else exit 1 naming it, unless
+`--retry-in-flight`).
 """
 
 from __future__ import annotations
@@ -58,6 +63,10 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save", metavar="FILE", help="write the plan as JSON to FILE (default: not saved)")
     parser.add_argument("--from", dest="from_file", metavar="FILE",
                         help="load a plan from FILE instead of asking a model (default: ask the model)")
+    parser.add_argument("--resume", metavar="RUN",
+                        help="continue the journaled plan run RUN (an id, a prefix or 'last'); asks like --run")
+    parser.add_argument("--retry-in-flight", action="store_true",
+                        help="with --resume: run again a non-idempotent step that was running when RUN stopped")
     parser.add_argument("--max-steps", type=int, default=10, metavar="N", help="at most N steps")
     parser.add_argument("--max-repairs", type=int, default=2, metavar="N",
                         help="repair requests for an invalid plan")
@@ -134,9 +143,9 @@ async def _load(args: argparse.Namespace, kernel: Kernel, inputs: dict[str, Any]
 
 
 async def handle_plan(args: argparse.Namespace, kernel: Kernel) -> int:
-    from ..planning import execute_plan
-
     as_json = bool(getattr(args, "json", False))
+    if args.resume:
+        return await _resume(args, kernel, as_json)
     inputs = _parse_inputs(args.inputs)
     loaded = await _load(args, kernel, inputs)
     if isinstance(loaded, int):
@@ -159,8 +168,45 @@ async def handle_plan(args: argparse.Namespace, kernel: Kernel) -> int:
         if not answer:
             _err("plan not run")
             return EXIT_ERROR
+    return await _execute(kernel, plan, as_json)
+
+
+async def _resume(args: argparse.Namespace, kernel: Kernel, as_json: bool) -> int:
+    """`--resume RUN`: the journaled plan, what it did, confirmation, then the rest of it."""
+    from ..events import load_plan_state
+    from ..planning import Plan
+
+    if args.goal or args.from_file or args.inputs or args.options:
+        raise UsageError("--resume RUN continues a journaled run: no GOAL, --from, --input or -o with it")
     try:
-        run = await execute_plan(kernel, plan)
+        state = await load_plan_state(kernel, args.resume)
+        plan = Plan.from_dict(state.plan)
+    except (LookupError, PlanValidationError) as exc:
+        _err(f"error: cannot resume {args.resume!r}: {exc}")
+        return EXIT_ERROR
+    if not as_json:
+        print(str(plan))
+    done = ", ".join(state.outputs) or "none"
+    _err(f"resuming run {state.run_id} ({state.status}): done: {done}"
+         + (f"; running when it stopped: {', '.join(state.in_flight)}" if state.in_flight else "")
+         + (f"; failed: {', '.join(state.failed)}" if state.failed else ""))
+    if not args.yes:
+        answer = await _confirmed()
+        if answer is None:
+            _err("error: refusing to resume the plan without confirmation: stdin is not a terminal "
+                 "(pass --yes to resume it)")
+            return EXIT_ERROR
+        if not answer:
+            _err("plan not resumed")
+            return EXIT_ERROR
+    return await _execute(kernel, plan, as_json, resume=state.run_id, retry_in_flight=args.retry_in_flight)
+
+
+async def _execute(kernel: Kernel, plan: Plan, as_json: bool, **options: Any) -> int:
+    from ..planning import execute_plan
+
+    try:
+        run = await execute_plan(kernel, plan, **options)
     except PlanExecutionError as exc:
         previous = getattr(exc, "run", None)
         if as_json and previous is not None:

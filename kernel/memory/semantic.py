@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from .. import _usage
 from ..errors import MemoryStoreError
 from ..logging import LazyLogger
 from .chunking import SkippedFile, Unit, decode_text, find_files, split_text
@@ -221,6 +222,31 @@ class SemanticMemory:
     ) -> IngestReport:
         """Chunk, embed what is not stored yet, upsert; then prune within `scopes`. A
         document's third item is the name its record ids hash (`root/path` for files)."""
+        events = _usage.recorder(getattr(self.embedding, "registry", None))
+        if events is None:
+            return await self._store(docs, collection, chunk_size, overlap, unit, progress, prune, scopes, protected,
+                                     from_files=from_files)
+        with events.memory_ingest(collection, self.store) as event:  # a sink is on (kernel.events)
+            report = await self._store(docs, collection, chunk_size, overlap, unit, progress, prune, scopes,
+                                       protected, from_files=from_files)
+            event.counts = {"files": report.files, "chunks": report.chunks, "added": report.added,
+                            "skipped": report.skipped, "removed": report.removed}
+        return report
+
+    async def _store(
+        self,
+        docs: list[tuple[Document, bool, str]],
+        collection: str,
+        chunk_size: int,
+        overlap: int,
+        unit: Unit,
+        progress: ProgressCallback | None,
+        prune: bool,
+        scopes: list[Filter],
+        protected: set[str],
+        *,
+        from_files: bool,
+    ) -> IngestReport:
         records: list[MemoryRecord] = []
         ids_by_source: dict[str, set[str]] = {}
         for doc, markdown, key in docs:
@@ -322,6 +348,15 @@ class SemanticMemory:
         mode: SearchMode = "hybrid",
     ) -> list[SearchHit]:
         """The `k` best chunks for `query`. `filter`: a Filter, dict, JSON or CLI expressions."""
+        events = _usage.recorder(getattr(self.embedding, "registry", None))
+        if events is None:
+            return await self._search(query, collection, k, filter, mode)
+        with events.memory_search(collection, query, k, mode, self.store) as event:  # a sink is on (kernel.events)
+            hits = await self._search(query, collection, k, filter, mode)
+            event.hits = [{"id": h.record.id, "score": h.score, "source": reference(h)} for h in hits]
+        return hits
+
+    async def _search(self, query: str, collection: str, k: int, filter: Any, mode: SearchMode) -> list[SearchHit]:
         flt = parse_filter(filter)
         if mode == "keyword":
             return await self.store.keyword_search(collection, query, k, flt)

@@ -3,7 +3,9 @@
 Execution starts every step whose dependencies are done, bounded by `max_concurrency`;
 a failed step skips its dependants while independent branches finish. The `PlanRun`
 state (outputs and status per step) can be passed back as `resume=` to re-run only what
-did not finish. See `kernel.planning.model` for the data model and the JSON form.
+did not finish; so can the id of a run in the journal (`kernel.events`), which makes a
+plan durable: a run that crashed or was killed continues where it stopped. See
+`kernel.planning.model` for the data model and the JSON form.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class PlanRun:
     """The state of one execution: inputs, outputs and status per step, errors, usage.
 
     Pass it back as `execute_plan(..., resume=run)` to re-run only the steps that are not
-    `done`."""
+    `done` (or, with a sink on, the run's id: `resume="RUN"`, read from the journal)."""
 
     plan: Plan
     inputs: dict[str, Any] = field(default_factory=dict)
@@ -149,18 +151,30 @@ async def execute_plan(
     max_concurrency: int = 4,
     step_timeout: float | None = None,
     approval: Approval | None = None,
-    resume: PlanRun | None = None,
+    resume: PlanRun | str | None = None,
     allowed: Iterable[str] | None = None,
     max_steps: int | None = None,
+    retry_in_flight: bool = False,
 ) -> PlanRun:
     """Validate `plan`, ask `approval` (if given), then run its steps as a graph.
 
     Returns the PlanRun when every step is done. When a step fails, its dependants are
     skipped, independent steps still finish, and PlanExecutionError names the first
     failed step and why, with the outputs so far; its `.run` is the PlanRun to resume.
+
+    `resume`: a PlanRun (its `done` steps are not run again), or the id of a journaled
+    plan run (a unique prefix, or `last`), which crashed, was killed or failed: its
+    state is read from the journal (`kernel.events`) and no step it completed runs again.
+    A step that was running when it stopped runs again only when its function is
+    idempotent; otherwise PlanError names the step, unless `retry_in_flight=True`. With a
+    sink on, the run is journaled: each step's arguments when it starts (on disk before
+    it runs) and its output when it ends (on disk before a dependant starts).
     """
     if max_concurrency < 1:
         raise PlanError(f"max_concurrency must be at least 1, not {max_concurrency}")
+    resumes = None
+    if isinstance(resume, str):
+        resumes, resume = await _journaled(kernel, plan, resume, retry_in_flight)
     if resume is not None and not _same_steps(resume.plan, plan):
         raise PlanError("resume: the previous run belongs to a different plan (its steps differ)")
     run_inputs = {**plan.inputs, **(resume.inputs if resume is not None else {}), **(inputs or {})}
@@ -185,10 +199,69 @@ async def execute_plan(
             run.outputs[step.id] = resume.outputs[step.id]
         else:
             run.status[step.id] = "pending"
+    events = kernel.events
+    if events is None:
+        return await _run_graph(kernel, run, max_concurrency, step_timeout)
+    with events.plan(plan.to_dict(), run_inputs, resumes) as event:  # a sink is on: the run is journaled
+        for step in plan.steps:
+            if run.status[step.id] == "done":
+                events.carried(step.id, step.function, run.outputs[step.id])
+        await _run_graph(kernel, run, max_concurrency, step_timeout)
+        event.result = run.result
+    return run
+
+
+async def _journaled(kernel: Kernel, plan: Plan, name: str, retry_in_flight: bool) -> tuple[str, PlanRun]:
+    """The journaled run `name` as a PlanRun to resume (and its id)."""
+    from ..events import load_plan_state
+    from .model import Plan as PlanModel
+
+    try:
+        state = await load_plan_state(kernel, name)
+    except LookupError as exc:
+        raise PlanError(f"resume: {exc}") from None
+    if state.alive:
+        raise PlanError(f"resume: run {state.run_id} is still running (process {state.pid} on this machine); "
+                        "resume it once it has stopped")
+    if not state.content and (state.outputs or state.in_flight):
+        raise PlanError(f"resume: run {state.run_id} was journaled without content (journal_content = false, "
+                        "or its functions in journal_exclude): its step outputs were not kept, so it cannot resume")
+    try:
+        journaled = PlanModel.from_dict(state.plan)
+    except PlanValidationError:
+        raise PlanError(f"resume: the plan of run {state.run_id} cannot be read back from the journal") from None
+    if not _same_steps(journaled, plan):
+        raise PlanError(f"resume: run {state.run_id} ran another plan (its steps differ from this one's)")
+    steps = {step.id: step for step in plan.steps}
+    for step_id, function in state.in_flight.items():
+        fn = kernel.get_function(steps[step_id].function if step_id in steps else function)
+        if not fn.idempotent and not retry_in_flight:
+            raise PlanError(
+                f"resume: step {step_id!r} ({fn.fully_qualified_name}) was running when run {state.run_id} "
+                f"stopped, and {fn.fully_qualified_name} is not idempotent: it may already have taken effect, so "
+                "it is not run again. Check what it did; to run it again, resume with retry_in_flight=True "
+                f"(kernel plan --resume {state.run_id} --retry-in-flight)")
+    status: dict[str, StepStatus] = dict.fromkeys(state.outputs, "done")
+    return state.run_id, PlanRun(plan, dict(state.inputs), dict(state.outputs), status)
+
+
+async def _run_graph(kernel: Kernel, run: PlanRun, max_concurrency: int, step_timeout: float | None) -> PlanRun:
+    """Run the pending steps of `run` as a graph (see `execute_plan`)."""
+    plan = run.plan
     functions = {step.id: kernel.get_function(step.function) for step in plan.steps}
     outer = APPROVAL.get()  # a plan run for a model's tool call keeps that call's approver
     approver = outer.approve if outer is not None else kernel.approval
     semaphore = asyncio.Semaphore(max_concurrency)
+    events = kernel.events
+
+    async def invoke(fn: Any, arguments: dict[str, Any], step: Step) -> Any:
+        invocation = kernel.invoke(fn, arguments)
+        if step_timeout is None:
+            return await invocation
+        try:
+            return await asyncio.wait_for(invocation, step_timeout)
+        except TimeoutError:
+            raise TimeoutError(f"{step.function} timed out after {step_timeout} s") from None
 
     async def run_step(step: Step) -> Any:
         async with semaphore:
@@ -207,14 +280,14 @@ async def execute_plan(
             # invocation the step is a top-level one (its own call budget).
             call = ToolCall(f"plan-step-{step.id}", fn.tool_name, json.dumps(arguments, default=str))
             APPROVAL.set(ApprovalScope(approver, call, fn.fully_qualified_name if fn.needs_approval else None))
-            invocation = kernel.invoke(fn, arguments)
-            if step_timeout is None:
-                result = await invocation
-            else:
-                try:
-                    result = await asyncio.wait_for(invocation, step_timeout)
-                except TimeoutError:
-                    raise TimeoutError(f"{step.function} timed out after {step_timeout} s") from None
+            if events is None:
+                result = await invoke(fn, arguments, step)
+            else:  # durable: the start is on disk before the step runs, its output before a dependant starts
+                with events.step(step.id, fn, arguments) as event:
+                    await events.commit()
+                    result = await invoke(fn, arguments, step)
+                    event.output = result.value
+                await events.commit()
             run.usage.add(result.usage)
             return result.value
 

@@ -65,6 +65,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .. import _usage
 from ..contents import ChatRequest, ChatResponse, StreamEvent
 from ..errors import (
     CircuitOpenError,
@@ -316,12 +317,16 @@ class ResilientService:
                 status=error.status_code,
                 error=type(error).__name__,
             )
+            if (event := _usage.EVENT.get()) is not None:  # the call's event (kernel.events) counts it
+                event.retried(target.name, attempt, delay, type(error).__name__)
         return delay
 
     def _fall_back(self, failures: list[str], target: _Target, following: _Target, error: ProviderError) -> None:
         """Record why `target` is given up and announce the next service of the chain."""
         status = f" (status {error.status_code})" if error.status_code else ""
         failures.append(f"{target.name}: {error.detail}{status}")
+        if (event := _usage.EVENT.get()) is not None:
+            event.fell_back(target.name, following.name, f"{type(error).__name__}{status}")
         log.warning(
             f"falling back to the next {self.kind} service",
             service=target.name,
@@ -580,4 +585,7 @@ class ResilientEmbeddingModel(ResilientService):
         async def operation(model: EmbeddingModel) -> list[list[float]]:
             return await model.embed(texts)
 
-        return await self._call(operation)
+        events = _usage.recorder(self.registry)  # a sink is on: the call is an embedding event
+        if events is None:
+            return await self._call(operation)
+        return await events.embed(self, len(texts), self._call(operation))  # type: ignore[no-any-return]
