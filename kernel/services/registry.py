@@ -50,6 +50,15 @@ class ServiceRegistry:
         # the circuit breaker of each service, by (kind, name); kept by `services.resilience`
         self.breakers: dict[tuple[ServiceKind, str], Any] = {}
         self._http_clients: dict[str, Any] = dict(http_clients or {})
+        # record/replay (`services.replay`): the cassette every chat and embedding call goes
+        # through, under the resilience layer; None when `replay` is off
+        self._cassette: Any = None
+        self._replayed: dict[tuple[ServiceKind, str], Any] = {}
+        replay = getattr(settings, "replay", "off")
+        if replay != "off":
+            from .replay import open_cassette
+
+            self._cassette = open_cassette(getattr(settings, "replay_cassette", None), replay)
 
     # -- registration ---------------------------------------------------------------
 
@@ -140,12 +149,27 @@ class ServiceRegistry:
     def get(self, name: str | None, kind: ServiceKind) -> ChatModel | EmbeddingModel | VectorStore: ...
 
     def get(self, name: str | None = None, kind: ServiceKind = "chat") -> Any:
-        """The raw service instance (built on first use), typed by `kind`."""
+        """The service instance (built on first use), typed by `kind`. Under record/replay
+        (the `replay` setting) a chat or embedding service comes seen through the cassette
+        (`services.replay`): the layer the resilience layer calls, above the connector."""
         name = name or self.default_name(kind)
-        instance = self._instances.get((kind, name))
-        if instance is not None:
-            return instance
-        svc = self.service_settings(name, kind)
+        if self._cassette is not None and kind != "memory":
+            return self._replaying(name, kind)
+        return self._instance(name, kind)
+
+    def _replaying(self, name: str, kind: ServiceKind) -> Any:
+        replayed = self._replayed.get((kind, name))
+        if replayed is None:
+            from .replay import replayed as replay_layer
+
+            if (kind, name) not in self._instances:
+                self._connector(name, kind, self.service_settings(name, kind))  # an unknown service fails here
+            replayed = self._replayed[(kind, name)] = replay_layer(
+                self, name, kind, self._cassette, lambda: self._instance(name, kind),
+                lambda: self._instances.get((kind, name)))
+        return replayed
+
+    def _connector(self, name: str, kind: ServiceKind, svc: ServiceSettings) -> Connector:
         connector = self.connectors.get((kind, svc.provider))
         if connector is None:
             providers = sorted(p for k, p in self.connectors if k == kind)
@@ -153,6 +177,15 @@ class ServiceRegistry:
                 f"service {name!r}: no {kind} connector for provider {svc.provider!r}; "
                 f"available: {', '.join(providers) or 'none'}"
             )
+        return connector
+
+    def _instance(self, name: str, kind: ServiceKind) -> Any:
+        """The connector's own service instance, built on first use."""
+        instance = self._instances.get((kind, name))
+        if instance is not None:
+            return instance
+        svc = self.service_settings(name, kind)
+        connector = self._connector(name, kind, svc)
         client = self._http_clients.get(name)
         if client is None:
             instance = connector.factory(name, svc, self.settings)
