@@ -80,6 +80,11 @@ def register_commands(register: RegisterCommand) -> None:
                         help="follow symbolic links leading out of the folder (default: skipped)")
     ingest.add_argument("--replace", action="store_true",
                         help="take over a source root name that holds another folder's chunks (a moved folder)")
+    ingest.add_argument("--executor", choices=["asyncio", "ray"], default=None,
+                        help="embed in this process, or on Ray workers (a PostgreSQL store; default: "
+                             "$KERNEL_BATCH_EXECUTOR, else asyncio)")
+    ingest.add_argument("--address", metavar="ADDR", help="Ray cluster address for --executor ray (default: "
+                        "$KERNEL_BATCH_ADDRESS, $RAY_ADDRESS, else a local cluster)")
     services(ingest)
     ingest.set_defaults(handler=ingest_command)
 
@@ -127,9 +132,6 @@ def _memory(args: argparse.Namespace, kernel: Kernel) -> SemanticMemory:
 async def ingest_command(args: argparse.Namespace, kernel: Kernel) -> int:
     from pathlib import Path
 
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     if args.chunk_size < 1:
         raise UsageError(f"--chunk-size must be at least 1, not {args.chunk_size}")
     overlap = min(100, args.chunk_size // 10) if args.overlap is None else args.overlap
@@ -140,7 +142,17 @@ async def ingest_command(args: argparse.Namespace, kernel: Kernel) -> int:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
     if args.source_root is not None and len(args.paths) != 1:
         raise UsageError(f"--as names the folder of one PATH; {len(args.paths)} were given")
-    memory = _memory(args, kernel)
+    from ..batch import memory_for
+
+    async with memory_for(kernel, args.executor, embedding=args.embedding, store=args.store,
+                          address=args.address) as memory:
+        return await _ingest(args, memory, overlap)
+
+
+async def _ingest(args: argparse.Namespace, memory: SemanticMemory, overlap: int) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     console = Console(stderr=True)
     with Progress(
         TextColumn("[bold]{task.description}"),

@@ -1,0 +1,253 @@
+"""Batch runs in this process (the asyncio executor): records from JSON Lines, CSV and
+parquet files or from Python, fields mapped to arguments and validated per record,
+results in input order or as completed, per-record failures in the errors file, fail-fast,
+resume (skipping what is done, re-running what changed, taking journaled results), plans
+and prompt functions as the work, tokens and cost in the report, the progress bar."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kernel import Kernel, KernelSettings, PromptFunction, kernel_function
+from kernel.batch import ResumeState, companion_paths, count_records, read_records
+from kernel.errors import ArgumentError, FunctionNotFoundError, PlanValidationError
+from kernel.planning import Plan
+from kernel.testing import ScriptedChatModel
+
+ROOT = Path(__file__).resolve().parent.parent
+CONSOLE_SCRIPT = Path(sys.executable).parent / "kernel"
+
+
+class Calls:
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    @kernel_function
+    async def square(self, n: int, delay: float = 0.0) -> int:
+        """n squared, after `delay` seconds."""
+        self.seen.append(n)
+        if delay:
+            await asyncio.sleep(delay)
+        if n < 0:
+            raise ValueError("negative")
+        return n * n
+
+    @kernel_function
+    def greet(self, name: str, punctuation: str = "!") -> str:
+        """A greeting."""
+        return f"hello {name}{punctuation}"
+
+
+@pytest.fixture
+def setup() -> tuple[Kernel, Calls]:
+    kernel = Kernel(KernelSettings(), load_entry_points=False)
+    calls = Calls()
+    kernel.add_plugin(calls, name="t")
+    return kernel, calls
+
+
+def lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def write_jsonl(path: Path, rows: list[Any]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+async def test_jsonl_records_run_in_input_order_with_ids(setup: tuple[Kernel, Calls], tmp_path: Path) -> None:
+    kernel, calls = setup
+    rows = [{"n": i, "delay": 0.02 if i % 3 == 0 else 0.0} for i in range(30)]
+    rows[5]["id"] = "five"
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    report = await kernel.batch("t.square", source, output=tmp_path / "out.jsonl", concurrency=8)
+    assert (report.done, report.failed, report.skipped) == (30, 0, 0)
+    out = lines(tmp_path / "out.jsonl")
+    assert [r["result"] for r in out] == [i * i for i in range(30)]  # in input order although delays differ
+    assert [r["id"] for r in out][:7] == [1, 2, 3, 4, 5, "five", 7]  # the `id` field, else the line number
+    assert all(len(r["key"]) == 32 for r in out)
+    assert not companion_paths(tmp_path / "out.jsonl")[1].exists(), "the pending journal is removed at the end"
+    assert sorted(calls.seen) == list(range(30))
+
+
+async def test_as_completed_order(setup: tuple[Kernel, Calls], tmp_path: Path) -> None:
+    kernel, _ = setup
+    source = write_jsonl(tmp_path / "in.jsonl", [{"n": 0, "delay": 0.2}] + [{"n": i} for i in range(1, 6)])
+    await kernel.batch("t.square", source, output=tmp_path / "out.jsonl", order="completed", concurrency=8)
+    out = lines(tmp_path / "out.jsonl")
+    assert out[-1]["id"] == 1, "the slow first record is written last"
+    assert sorted(r["result"] for r in out) == [0, 1, 4, 9, 16, 25]
+
+
+async def test_failures_go_to_the_errors_file_and_the_run_goes_on(setup: tuple[Kernel, Calls],
+                                                                    tmp_path: Path) -> None:
+    kernel, _ = setup
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"n": 1}\n{"n": "two"}\nnot json\n[1, 2]\n{"n": -1}\n{"m": 3}\n\n{"n": 4}\n', encoding="utf-8")
+    report = await kernel.batch("t.square", source, output=tmp_path / "out.jsonl")
+    assert (report.done, report.failed) == (2, 5)
+    assert [r["result"] for r in lines(tmp_path / "out.jsonl")] == [1, 16]
+    errors = {e["id"]: e for e in lines(tmp_path / "out.errors.jsonl")}
+    assert errors[2]["error"] == "ArgumentError" and "'n'" in errors[2]["message"]
+    assert errors[3]["error"] == "RecordError" and "in.jsonl:3: not JSON" in errors[3]["message"]
+    assert "must be a JSON object" in errors[4]["message"]
+    assert errors[5]["error"] == "InvocationError" and "negative" in errors[5]["message"]
+    assert "missing required argument" in errors[6]["message"]
+    assert report.errors_file == str(tmp_path / "out.errors.jsonl")
+
+
+async def test_fail_fast_stops_at_the_first_failure(setup: tuple[Kernel, Calls], tmp_path: Path) -> None:
+    kernel, calls = setup
+    source = write_jsonl(tmp_path / "in.jsonl", [{"n": 1}, {"n": -1}] + [{"n": i} for i in range(2, 200)])
+    report = await kernel.batch("t.square", source, output=tmp_path / "out.jsonl", fail_fast=True, concurrency=2)
+    assert report.stopped == "--fail-fast: record 2 failed" and not report.ok
+    assert len(calls.seen) < 10, "no record is started after the failure"
+
+
+async def test_resume_skips_done_records_and_reruns_changed_ones(setup: tuple[Kernel, Calls],
+                                                                  tmp_path: Path) -> None:
+    kernel, calls = setup
+    rows = [{"id": f"r{i}", "n": i} for i in range(10)]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    await kernel.batch("t.square", source, output=out)
+    calls.seen.clear()
+    again = await kernel.batch("t.square", source, output=out)
+    assert (again.done, again.skipped) == (0, 10) and calls.seen == []
+    rows[3]["n"] = 33  # a changed argument is new work; an added record too
+    write_jsonl(source, [*rows, {"id": "r10", "n": 10}])
+    third = await kernel.batch("t.square", source, output=out)
+    assert (third.done, third.skipped) == (2, 9) and sorted(calls.seen) == [10, 33]
+    # another function over the same records is other work
+    other = await kernel.batch("t.greet", [{"id": "r0", "name": "x"}], output=out)
+    assert other.done == 1
+
+
+async def test_a_half_written_last_line_is_cut_and_its_record_run_again(setup: tuple[Kernel, Calls],
+                                                                          tmp_path: Path) -> None:
+    kernel, calls = setup
+    source = write_jsonl(tmp_path / "in.jsonl", [{"n": i} for i in range(5)])
+    out = tmp_path / "out.jsonl"
+    await kernel.batch("t.square", source, output=out)
+    text = out.read_text(encoding="utf-8").splitlines(keepends=True)
+    out.write_text("".join(text[:3]) + text[3][:20], encoding="utf-8")  # killed in the middle of a write
+    calls.seen.clear()
+    report = await kernel.batch("t.square", source, output=out)
+    assert (report.done, report.skipped) == (2, 3) and sorted(calls.seen) == [3, 4]
+    assert [r["result"] for r in lines(out)] == [0, 1, 4, 9, 16]
+
+
+async def test_journaled_results_are_taken_in_their_turn_not_run_again(setup: tuple[Kernel, Calls],
+                                                                        tmp_path: Path) -> None:
+    """In input order, results completed ahead of their turn are journaled; a run killed
+    before writing them leaves them in OUT.pending.jsonl, and the next run takes them."""
+    kernel, calls = setup
+    source = write_jsonl(tmp_path / "in.jsonl", [{"n": i} for i in range(6)])
+    reference = tmp_path / "reference.jsonl"
+    await kernel.batch("t.square", source, output=reference)
+    done = reference.read_text(encoding="utf-8").splitlines(keepends=True)
+    out = tmp_path / "out.jsonl"
+    out.write_text(done[0], encoding="utf-8")  # record 1 written; records 4 and 5 finished ahead of 2 and 3
+    companion_paths(out)[1].write_text(done[3] + done[4], encoding="utf-8")
+    assert len(ResumeState.load(out).recovered) == 2
+    calls.seen.clear()
+    report = await kernel.batch("t.square", source, output=out)
+    assert sorted(calls.seen) == [1, 2, 5], "journaled records are not run again"
+    assert out.read_text(encoding="utf-8") == "".join(done), "in input order, as if never interrupted"
+    assert report.done == 5 and report.skipped == 1
+    assert not companion_paths(out)[1].exists()
+
+
+async def test_csv_and_parquet_inputs_with_a_field_map(setup: tuple[Kernel, Calls], tmp_path: Path) -> None:
+    kernel, _ = setup
+    csv_file = tmp_path / "people.csv"
+    csv_file.write_text('key,who,mark\nk1,Ada,?\nk2,"Grace, H.",\n', encoding="utf-8")
+    assert count_records(csv_file) == 2
+    report = await kernel.batch("t.greet", csv_file, mapping={"name": "who", "punctuation": "mark"},
+                                id_field="key")
+    assert [(r.id, r.value) for r in report.results] == [("k1", "hello Ada?"), ("k2", "hello Grace, H.!")]
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parquet_file = tmp_path / "numbers.parquet"
+    pq.write_table(pa.table({"n": list(range(2500)), "id": [f"p{i}" for i in range(2500)]}), parquet_file,
+                   row_group_size=700)
+    assert count_records(parquet_file) == 2500
+    assert sum(1 for _ in read_records(parquet_file)) == 2500
+    report = await kernel.batch("t.square", parquet_file, output=tmp_path / "p.jsonl")
+    out = lines(tmp_path / "p.jsonl")
+    assert report.done == 2500 and out[2499] == {"id": "p2499", "key": out[2499]["key"], "result": 2499**2}
+
+
+async def test_bad_arguments_of_the_run_itself(setup: tuple[Kernel, Calls], tmp_path: Path) -> None:
+    kernel, _ = setup
+    with pytest.raises(FunctionNotFoundError):
+        await kernel.batch("t.nope", [])
+    with pytest.raises(ArgumentError, match="no such parameter"):
+        await kernel.batch("t.square", [], mapping={"m": "n"})
+    with pytest.raises(Exception, match="unknown input format"):
+        await kernel.batch("t.square", tmp_path / "in.txt")
+
+
+async def test_a_plan_runs_for_each_record(setup: tuple[Kernel, Calls], tmp_path: Path) -> None:
+    kernel, _ = setup
+    plan = Plan.from_dict({"goal": "square then greet", "steps": [
+        {"id": "s1", "function": "t.square", "arguments": {"n": "$input.n"}},
+        {"id": "s2", "function": "t.greet", "arguments": {"name": "$s1", "punctuation": "$input.mark"}},
+    ], "inputs": {"mark": "."}})
+    report = await kernel.batch(plan, [{"n": 2}, {"n": 3, "mark": "?"}, {"n": -1}])
+    assert [r.value for r in report.results if r.ok] == ["hello 4.", "hello 9?"]
+    assert report.failed == 1 and "negative" in str(report.results[-1].error)
+    with pytest.raises(PlanValidationError):
+        await kernel.batch({"goal": "x", "steps": [{"id": "s1", "function": "t.nope", "arguments": {}}]}, [])
+
+
+async def test_prompt_function_records_count_tokens_and_cost(tmp_path: Path) -> None:
+    settings = KernelSettings(prices={"scripted-model": {"input": 1.0, "output": 2.0}})
+    kernel = Kernel(settings, load_entry_points=False)
+    kernel.services.add_service("test", ScriptedChatModel(default=lambda r: r.messages[-1].content.upper()))
+    kernel.add_function(PromptFunction.from_template("shout {{ word }}", name="shout", plugin="p"))
+    report = await kernel.batch("p.shout", [{"word": f"w{i}"} for i in range(50)], output=tmp_path / "o.jsonl")
+    out = lines(tmp_path / "o.jsonl")
+    assert out[7]["result"] == "SHOUT W7" and out[7]["usage"] == {"input_tokens": 10, "output_tokens": 5}
+    assert (report.input_tokens, report.output_tokens) == (500, 250)
+    assert report.cost == pytest.approx(50 * (10 * 1.0 + 5 * 2.0) / 1e6)
+
+
+def test_the_command_line_with_a_progress_bar_and_resume(tmp_path: Path) -> None:
+    plugin = tmp_path / "plugins" / "calc"
+    plugin.mkdir(parents=True)
+    (plugin / "calc.py").write_text(
+        "from kernel import kernel_function\n\n@kernel_function\ndef double(x: int) -> int:\n"
+        "    '''Twice x.'''\n    return 2 * x\n", encoding="utf-8")
+    write_jsonl(tmp_path / "in.jsonl", [{"value": i} for i in range(40)] + [{"value": "bad"}])
+    argv = [str(CONSOLE_SCRIPT), "--plugins", str(plugin), "batch", "calc.double", "--input", "in.jsonl",
+            "--output", "out.jsonl", "--map", "x=value"]
+    first = subprocess.run([*argv, "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 1, first.stderr  # one record failed
+    summary = json.loads(first.stdout)
+    assert (summary["done"], summary["failed"], summary["skipped"]) == (40, 1, 0)
+    assert "1 record(s) failed: see out.errors.jsonl" in first.stderr
+    second = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert second.stdout.startswith("0 done, 1 failed, 40 skipped"), second.stdout
+    bad = subprocess.run([*argv[:-2], "--map", "y"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--map takes ARG=FIELD" in bad.stderr
+
+
+async def test_the_progress_bar_shows_rate_tokens_and_cost(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from kernel.batch.progress import BatchProgress
+
+    bar = BatchProgress("p.shout [asyncio]", 100, force=True)
+    bar.update(40, rate=12.5, failed=2, tokens=1234, cost=0.5)
+    bar.close()
+    shown = capsys.readouterr().err
+    assert "40/100" in shown and "12.5/s" in shown and "1,234 tok" in shown and "$0.5000" in shown
+    assert "2 failed" in shown and "ETA" in shown

@@ -1,0 +1,299 @@
+"""Batch runs and memory ingestion on a real local Ray cluster (2 CPUs, loopback, started
+here): workers build their own kernel from the driver's configuration and plugin folders,
+for a native function, a prompt function on a scripted model installed as a third-party
+connector (an entry point, as a user installs one), and a prompt function on the real
+llama.cpp server; a worker killed mid-run has its chunk retried elsewhere without a
+duplicate; a run resumes; `kernel batch --executor ray --address` and `kernel memory
+ingest --executor ray` into the real PostgreSQL + pgvector; the SQLite store refuses."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kernel import Kernel, KernelSettings
+from tests.fixtures_llama import LlamaServer
+
+ROOT = Path(__file__).resolve().parent.parent
+CONSOLE_SCRIPT = Path(sys.executable).parent / "kernel"
+DOCS = ROOT / "samples" / "data" / "docs"
+# Ray on loopback only (Ray's switch that makes a node use the loopback address), and no
+# usage report: nothing leaves the machine.
+RAY_VARIABLES = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+WORK = '''
+import os
+from pathlib import Path
+
+from kernel import kernel_function
+
+HERE = Path(__file__).resolve().parent
+
+
+@kernel_function
+def crunch(n: int, rounds: int = 2000) -> dict:
+    """CPU work; says which process did it."""
+    with open(HERE / "calls.log", "a", encoding="utf-8") as log:
+        log.write(f"{n}\\n")
+    x = 0
+    for i in range(rounds):
+        x = (x * 31 + i + n) % 1000003
+    return {"n": n, "x": x, "pid": os.getpid()}
+
+
+@kernel_function
+def fragile(n: int) -> dict:
+    """Kills its own worker process the first time it sees n == 137."""
+    marker = HERE / "killed.pid"
+    if n == 137 and not marker.exists():
+        marker.write_text(str(os.getpid()))
+        os.kill(os.getpid(), 9)
+    return {"n": n, "pid": os.getpid()}
+'''
+
+PROMPT = '''---
+description: Shout a word back.
+inputs:
+  word: {description: the word}
+service: echo
+---
+shout {{ word }}
+'''
+
+TESTKIT = '''
+"""A third-party package: a scripted chat model and a hashing embedder, as connectors."""
+import hashlib
+import math
+
+from kernel.hookspecs import hookimpl
+from kernel.testing import ScriptedChatModel
+
+
+class Hashing:
+    provider = "batch-hashing"
+    model = "hashing-32"
+    dimension = 32
+
+    async def embed(self, texts):
+        out = []
+        for text in texts:
+            vector = [0.0] * 32
+            for word in text.lower().split():
+                vector[int(hashlib.sha1(word.encode()).hexdigest(), 16) % 32] += 1.0
+            norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+            out.append([v / norm for v in vector])
+        return out
+
+
+@hookimpl
+def register_connectors(register):
+    register("chat", "echo-model",
+             lambda name, service, settings: ScriptedChatModel(default=lambda r: r.messages[-1].content.upper()))
+    register("embedding", "batch-hashing", lambda name, service, settings: Hashing())
+'''
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    site = tmp_path_factory.mktemp("ray-site")
+    (site / "batch_testkit.py").write_text(TESTKIT, encoding="utf-8")
+    info = site / "batch_testkit-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: batch-testkit\nVersion: 1.0\n", encoding="utf-8")
+    (info / "entry_points.txt").write_text("[orchestration_kernel]\ntestkit = batch_testkit\n", encoding="utf-8")
+    return site
+
+
+@pytest.fixture(scope="module")
+def cluster(site: Path) -> Iterator[str]:
+    """A local Ray cluster on loopback for this module; its GCS address. Workers inherit
+    PYTHONPATH (the test kit's site folder) from this process."""
+    saved = {name: os.environ.get(name) for name in ("PYTHONPATH", *RAY_VARIABLES)}
+    os.environ.update(RAY_VARIABLES)  # before ray is imported: it reads the loopback switch then
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT)])
+    try:
+        import ray
+    except ImportError as exc:  # fail, do not skip: CI installs the [ray] extra
+        pytest.fail(f'these tests need Ray: pip install "orchestration-kernel[ray]" ({exc})')
+    sys.path.insert(0, str(site))
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    try:
+        address = str(ray.get_runtime_context().gcs_address)
+        assert address.startswith("127.0.0.1:"), f"the test cluster must listen on loopback, not {address}"
+        yield address
+    finally:
+        ray.shutdown()
+        sys.path.remove(str(site))
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture
+def plugins(tmp_path: Path) -> Path:
+    folder = tmp_path / "plugins" / "work"
+    folder.mkdir(parents=True)
+    (folder / "work.py").write_text(WORK, encoding="utf-8")
+    (folder / "shout.prompt").write_text(PROMPT, encoding="utf-8")
+    return folder
+
+
+def make_kernel(plugins: Path, **settings: Any) -> Kernel:
+    services = {"echo": {"provider": "echo-model", "max_concurrency": 4}, **settings.pop("services", {})}
+    return Kernel(KernelSettings(plugin_dirs=[plugins], services=services, **settings))
+
+
+def lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+async def test_native_function_runs_on_both_workers_in_input_order(cluster: str, plugins: Path,
+                                                                   tmp_path: Path) -> None:
+    kernel = make_kernel(plugins)
+    records = [{"id": f"r{i}", "n": i} for i in range(300)]
+    report = await kernel.batch("work.crunch", records, output=tmp_path / "out.jsonl", executor="ray",
+                                chunk_size=20)
+    assert (report.done, report.failed, report.executor) == (300, 0, "ray")
+    out = lines(tmp_path / "out.jsonl")
+    assert [r["id"] for r in out] == [f"r{i}" for i in range(300)]
+    pids = Counter(r["result"]["pid"] for r in out)
+    assert len(pids) >= 2 and os.getpid() not in pids, "the records ran in the cluster's worker processes"
+
+
+async def test_scripted_model_prompt_function_on_workers(cluster: str, plugins: Path) -> None:
+    """The model is a connector of an installed package: each worker builds it from the
+    configuration (`provider = "echo-model"`); nothing of the driver's is pickled."""
+    kernel = make_kernel(plugins, prices={"scripted-model": {"input": 1.0, "output": 1.0}})
+    report = await kernel.batch("work.shout", [{"word": f"w{i}"} for i in range(300)], executor="ray",
+                                chunk_size=25, concurrency=4)
+    assert report.done == 300 and [r.value for r in report.results[:2]] == ["SHOUT W0", "SHOUT W1"]
+    assert (report.input_tokens, report.output_tokens) == (3000, 1500)
+    assert report.cost == pytest.approx(4500 / 1e6)
+
+
+def test_each_worker_gets_a_share_of_a_service_concurrency(plugins: Path) -> None:
+    from kernel.batch import kernel_spec
+
+    kernel = make_kernel(plugins, services={"big": {"provider": "echo-model", "max_concurrency": 16}})
+    spec = kernel_spec(kernel, slots=2, concurrency=4)
+    assert spec.service_limits == {"echo": 2, "big": 8}, "two task slots: half each, the cluster within the limit"
+    assert spec.settings["plugin_dirs"] == [str(plugins.resolve())]
+    assert kernel_spec(kernel, working_dir=plugins.parent).settings["plugin_dirs"] == ["work"]
+
+
+async def test_a_worker_killed_mid_run_has_its_chunk_retried_elsewhere(cluster: str, plugins: Path,
+                                                                       tmp_path: Path) -> None:
+    kernel = make_kernel(plugins)
+    report = await kernel.batch("work.fragile", [{"n": i} for i in range(300)], output=tmp_path / "out.jsonl",
+                                executor="ray", chunk_size=20)
+    killed = int((plugins / "killed.pid").read_text())
+    assert (report.done, report.failed) == (300, 0)
+    out = lines(tmp_path / "out.jsonl")
+    assert [r["result"]["n"] for r in out] == list(range(300)), "each record once, in order"
+    assert out[137]["result"]["pid"] != killed, "the chunk was retried in another worker"
+
+
+async def test_a_run_on_ray_resumes(cluster: str, plugins: Path, tmp_path: Path) -> None:
+    kernel = make_kernel(plugins)
+    records = [{"n": i} for i in range(200)]
+    out = tmp_path / "out.jsonl"
+    await kernel.batch("work.crunch", records, output=out, executor="ray", chunk_size=25)
+    kept = out.read_text(encoding="utf-8").splitlines(keepends=True)[:120]
+    out.write_text("".join(kept), encoding="utf-8")  # as if killed after 120 results
+    log = plugins / "calls.log"
+    log.unlink()
+    report = await kernel.batch("work.crunch", records, output=out, executor="ray", chunk_size=25)
+    assert (report.done, report.skipped) == (80, 120)
+    assert sorted(int(n) for n in log.read_text().split()) == list(range(120, 200)), "only what was not done"
+    assert [r["result"]["n"] for r in lines(out)] == list(range(200))
+
+
+def cli_env(site: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT)])
+    env.update(RAY_VARIABLES)
+    return env
+
+
+def test_the_command_line_on_the_cluster_with_a_plan(cluster: str, site: Path, plugins: Path,
+                                                     tmp_path: Path) -> None:
+    (tmp_path / "in.csv").write_text("id,number\n" + "".join(f"c{i},{i}\n" for i in range(100)), encoding="utf-8")
+    (tmp_path / "plan.json").write_text(json.dumps({"goal": "crunch then add", "steps": [
+        {"id": "s1", "function": "work.crunch", "arguments": {"n": "$input.n"}},
+        {"id": "s2", "function": "math.add", "arguments": {"a": "$s1.n", "b": 1000}},
+    ]}), encoding="utf-8")
+    argv = [str(CONSOLE_SCRIPT), "--plugins", str(plugins), "batch", "--plan", "plan.json", "--input", "in.csv",
+            "--output", "out.jsonl", "--map", "n=number", "--executor", "ray", "--address", cluster,
+            "--chunk-size", "10", "--json"]
+    done = subprocess.run(argv, cwd=tmp_path, env=cli_env(site), capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert (summary["done"], summary["failed"], summary["executor"]) == (100, 0, "ray")
+    out = lines(tmp_path / "out.jsonl")
+    assert [r["id"] for r in out] == [f"c{i}" for i in range(100)]
+    assert [r["result"] for r in out] == [1000.0 + i for i in range(100)]
+
+
+@pytest.mark.postgres
+def test_memory_ingest_on_ray_into_pgvector(cluster: str, site: Path, tmp_path: Path, postgres_dsn: str) -> None:
+    (tmp_path / "kernel.toml").write_text(f'''
+default_embedding = "hash"
+default_memory = "pg"
+
+[services.hash]
+provider = "batch-hashing"
+kind = "embedding"
+
+[services.pg]
+provider = "pgvector"
+options = {{ dsn = "{postgres_dsn}" }}
+
+[services.lite]
+provider = "sqlite"
+options = {{ path = "{tmp_path / "memory.db"}" }}
+''', encoding="utf-8")
+    env = cli_env(site)
+
+    def kernel_cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(CONSOLE_SCRIPT), *argv], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=240)
+
+    ray_run = kernel_cli("memory", "ingest", str(DOCS), "-c", "onray", "--chunk-size", "100", "--executor", "ray",
+                         "--address", cluster, "--json")
+    assert ray_run.returncode == 0, ray_run.stderr[-3000:]
+    local_run = kernel_cli("memory", "ingest", str(DOCS), "-c", "local", "--chunk-size", "100", "--json")
+    first, local = json.loads(ray_run.stdout), json.loads(local_run.stdout)
+    assert first["chunks"] == local["chunks"] == first["added"] > 10
+    again = json.loads(kernel_cli("memory", "ingest", str(DOCS), "-c", "onray", "--chunk-size", "100",
+                                  "--executor", "ray", "--address", cluster, "--json").stdout)
+    assert (again["added"], again["skipped"]) == (0, first["chunks"]), "idempotent: nothing embedded or stored twice"
+    hits = [json.loads(kernel_cli("memory", "search", "tomato soup", "-c", name, "-k", "3", "--json").stdout)
+            for name in ("onray", "local")]
+    assert [h["id"] for h in hits[0]] == [h["id"] for h in hits[1]], "the same vectors as in-process"
+
+    refused = kernel_cli("memory", "ingest", str(DOCS), "--store", "lite", "--executor", "ray")
+    assert refused.returncode == 3
+    assert "the sqlite store (service 'lite') is a file on one machine" in refused.stderr
+    assert "pgvector" in refused.stderr
+
+
+@pytest.mark.llama_server
+async def test_prompt_function_on_the_llama_server_from_workers(cluster: str, plugins: Path,
+                                                                llama_server: LlamaServer) -> None:
+    kernel = make_kernel(plugins, services={"echo": {
+        "provider": "openai", "base_url": llama_server.base_url, "model": llama_server.model,
+        "settings": {"max_tokens": 2, "temperature": 0.0}}})
+    report = await kernel.batch("work.shout", [{"word": f"w{i}"} for i in range(16)], executor="ray", chunk_size=4)
+    assert (report.done, report.failed) == (16, 0), [r.error for r in report.results if not r.ok]
+    assert report.output_tokens > 0 and all(isinstance(r.value, str) for r in report.results)
