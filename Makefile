@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # kernels that crash (SIGSEGV in ggml_backend_amx_mul_mat) on VMs that advertise AMX.
 LLAMA_CMAKE_ARGS ?= $(if $(filter x86_64,$(shell uname -m)),-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON,)
 
-.PHONY: demo test install lint bench clean
+.PHONY: demo test install lint bench clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
 	# llama-cpp-python compiles from source the first time (about 8 minutes on 2 cores); no
 	# cached wheel is reused, since pip's cache does not know the build flags.
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet --no-cache-dir -e ".[local,server,postgres,test,mcp]"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet --no-cache-dir -e ".[local,server,postgres,test,mcp,ray,serve]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -25,7 +25,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python samples/demo.py
 
-test: $(STAMP)
+# Debian's Chromium for the web console's browser tests: Playwright drives it (Playwright's own
+# browser download is not used). Installed once, when missing.
+browser:
+	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium)
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)

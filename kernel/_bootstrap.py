@@ -47,7 +47,7 @@ def bootstrap(kernel: Kernel, *, builtins: bool, load_entry_points: bool | None,
         for module_name in BUILTIN_PLUGINS:
             if module_name == "plugins.standard" and not settings.standard_plugins:
                 continue
-            module = host.add_module(module_name)
+            module = host.add_module(module_name, trusted=True)
             if module is not None:
                 added.append(module)
     autoload = settings.plugin_autoload if load_entry_points is None else load_entry_points
@@ -63,19 +63,25 @@ def bootstrap(kernel: Kernel, *, builtins: bool, load_entry_points: bool | None,
             continue
         added.append(plugin)
     registered: dict[str, tuple[Snapshot, Snapshot]] = {}  # by plugin: the registries before and after its hooks
-    for plugin in added:
+    for plugin in added[register_own(kernel, added):]:
+        impls = host.known_impls(plugin)
+        if impls is not None and not any(hook in impls for hook in REGISTRATION_HOOKS):
+            continue
         before = snapshot(kernel)
         try:
-            apply_registrations(kernel, plugin)
+            apply_registrations(kernel, plugin, impls)
         except Exception as exc:
             retract(kernel, before)
             host.fail(host.name_of(plugin), exc)
             host.remove(plugin)
         else:
-            registered[host.name_of(plugin)] = (before, snapshot(kernel))
+            if impls is None or "kernel_configured" in impls:  # undone if kernel_configured fails
+                registered[host.name_of(plugin)] = (before, snapshot(kernel))
     for directory in settings.plugin_dirs:
         add_plugin_dir(kernel, os.fspath(directory))
     for plugin in host.plugins():
+        if not host.implements(plugin, ("kernel_configured",)):
+            continue
         name, before = host.name_of(plugin), snapshot(kernel)
         if not host.guard(name, partial(host.call, "kernel_configured", plugin, kernel=kernel)):
             retract(kernel, before)  # what kernel_configured added, then what the plugin's hooks did
@@ -85,6 +91,31 @@ def bootstrap(kernel: Kernel, *, builtins: bool, load_entry_points: bool | None,
         from .mcp import attach
 
         attach(kernel)
+
+
+def register_own(kernel: Kernel, added: list[object]) -> int:
+    """Run the registration hooks of the kernel's own modules at the head of `added` under
+    one snapshot (the common case, and the cheap one); returns how many were done. When one
+    of them fails, all are undone and 0 is returned: the caller then registers them one by
+    one, each all or nothing."""
+    host = kernel.host
+    own: list[tuple[object, dict[str, list[Any]]]] = []
+    for plugin in added:
+        impls = host.known_impls(plugin)
+        if impls is None or "kernel_configured" in impls:
+            break
+        own.append((plugin, impls))
+    if not own:
+        return 0
+    before = snapshot(kernel)
+    try:
+        for plugin, impls in own:
+            if any(hook in impls for hook in REGISTRATION_HOOKS):
+                apply_registrations(kernel, plugin, impls)
+    except Exception:
+        retract(kernel, before)
+        return 0
+    return len(own)
 
 
 def add_plugin_dir(kernel: Kernel, directory: str) -> None:
@@ -120,12 +151,29 @@ def register_late(kernel: Kernel, plugin: object, name: str | None = None) -> No
         raise PluginError(f"plugin {registered!r} failed: {type(exc).__name__}: {exc}") from exc
 
 
-def apply_registrations(kernel: Kernel, plugin: object) -> None:
-    """Run `plugin`'s registration hooks (on an error, the caller undoes what they did)."""
-    source = kernel.host.name_of(plugin)
+_CONNECTORS: dict[tuple[Any, ...], Any] = {}
+"""The connector entries of the kernel's own modules, by (kind, provider, factory, source):
+frozen values, shared by every kernel's registry (each registry is the kernel's own)."""
+
+
+def apply_registrations(kernel: Kernel, plugin: object, impls: dict[str, list[Any]] | None = None) -> None:
+    """Run `plugin`'s registration hooks (on an error, the caller undoes what they did);
+    `impls`: its hook implementations when it is one of the kernel's own modules."""
+    host = kernel.host
+    source = host.name_of(plugin)
+    trusted = impls is not None
+    services = kernel.services
+    connectors = services.connectors
 
     def register_connector(kind: Any, provider: str, factory: Any) -> None:
-        kernel.services.add_connector(kind, provider, factory, source)
+        key = (kind, provider)
+        entry = _CONNECTORS.get((kind, provider, factory, source)) if trusted else None
+        if entry is None or (key in connectors and connectors[key].source != source):
+            services.add_connector(kind, provider, factory, source)  # checks, and says what is wrong
+            if trusted:
+                _CONNECTORS[(kind, provider, factory, source)] = connectors[key]
+        else:
+            connectors[key] = entry
 
     def register_plugin(obj: object, name: str | None = None, description: str | None = None) -> None:
         kernel.add_plugin(obj, name=name, description=description)
@@ -133,7 +181,11 @@ def apply_registrations(kernel: Kernel, plugin: object) -> None:
     callbacks = {"register_connectors": register_connector, "register_plugins": register_plugin,
                  "register_filters": kernel.add_filter}
     for hook in REGISTRATION_HOOKS:
-        kernel.host.call(hook, plugin, register=callbacks[hook])
+        if impls is None:
+            host.call(hook, plugin, register=callbacks[hook])
+            continue
+        for impl in impls.get(hook, ()):
+            impl.function(**({"register": callbacks[hook]} if "register" in impl.argnames else {}))
 
 
 def snapshot(kernel: Kernel) -> Snapshot:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import sys
 import warnings
-from importlib.abc import Loader, MetaPathFinder
 from importlib.machinery import ModuleSpec
 from types import ModuleType
 from typing import Any
@@ -55,11 +54,14 @@ class _AliasModule(ModuleType):
                              f"has no attribute {attribute!r}")
 
 
-class _AliasFinder(MetaPathFinder, Loader):
+class _AliasFinder:
+    """A meta path finder and loader (the protocol, not `importlib.abc`'s classes: importing
+    those loads importlib.resources, tempfile and shutil, 10 ms of `import kernel`)."""
+
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> ModuleSpec | None:
         if fullname not in MOVED:
             return None
-        return ModuleSpec(fullname, self)
+        return ModuleSpec(fullname, self)  # type: ignore[arg-type]
 
     def create_module(self, spec: ModuleSpec) -> ModuleType:
         targets = MOVED[spec.name]

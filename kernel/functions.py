@@ -21,11 +21,10 @@ from typing import (
     Any,
     Literal,
     TypeVar,
-    get_type_hints,
     overload,
 )
 
-from ._signatures import FastPath, describe_hint, is_injected
+from ._signatures import FastPath, describe_hint, marked_members, signature_of
 from .contents import Usage
 from .errors import ArgumentError, DuplicateNameError, PluginError
 
@@ -120,6 +119,8 @@ class KernelFunction(ABC):
     needs_approval: bool = False
     concurrency: Concurrency = "parallel"
     timeout: float | None = None
+    idempotent: bool = True
+    """False: running it twice may do twice what it does (a resumed plan will not repeat it)."""
     streams: bool = False
     """True when `stream()` yields the answer as it is produced (prompt functions)."""
 
@@ -262,6 +263,7 @@ class FunctionMarker:
     concurrency: Concurrency = "parallel"
     timeout: float | None = None
     thread: bool = False
+    idempotent: bool = True
 
 
 MARKER_ATTRIBUTE = "__kernel_function__"
@@ -282,6 +284,7 @@ def kernel_function(
     concurrency: Concurrency = "parallel",
     timeout: float | None = None,
     thread: bool = False,
+    idempotent: bool = True,
 ) -> Callable[[F], F]: ...
 
 
@@ -295,6 +298,7 @@ def kernel_function(
     concurrency: Concurrency = "parallel",
     timeout: float | None = None,
     thread: bool = False,
+    idempotent: bool = True,
 ) -> F | Callable[[F], F]:
     """Mark a function or method as a kernel function.
 
@@ -303,9 +307,10 @@ def kernel_function(
     `Kernel` or `KernelArguments` is injected, not offered to models. `needs_approval`
     asks the approval callback before automatic calls; `concurrency` tells the tool loop
     whether the function may run beside others; `thread=True` runs a blocking sync
-    function in a worker thread.
+    function in a worker thread; `idempotent=False` keeps a resumed plan from running it
+    again when it was running at the crash.
     """
-    marker = FunctionMarker(name, description, needs_approval, concurrency, timeout, thread)
+    marker = FunctionMarker(name, description, needs_approval, concurrency, timeout, thread, idempotent)
 
     def mark(f: F) -> F:
         target = f.__func__ if isinstance(f, staticmethod | classmethod) else f
@@ -313,6 +318,9 @@ def kernel_function(
         return f
 
     return mark(func) if func is not None else mark
+
+
+_PLAIN_RESULTS = frozenset({str, int, float, bool, type(None), dict, list, tuple})
 
 
 class NativeFunction(KernelFunction):
@@ -335,17 +343,22 @@ class NativeFunction(KernelFunction):
         self.plugin_name = check_name("plugin", plugin_name)
         raw_name = str(name or marker.name or getattr(func, "__name__", ""))
         self.name = check_name("function", raw_name, f" ({plugin_name})")
-        doc = inspect.getdoc(func) or ""
-        self.description = description or marker.description or doc.split("\n\n")[0].strip()
+        # The cheap checks, at registration (read once per function, shared): type hints
+        # resolve, no *args/**kwargs; which parameters the kernel injects.
+        signature = self._signature = signature_of(func, f"{self.plugin_name}.{self.name}")
+        self.description = description or marker.description or signature.description
         self.needs_approval = marker.needs_approval if needs_approval is None else needs_approval
         self.concurrency = concurrency or marker.concurrency
         self.timeout = timeout if timeout is not None else marker.timeout
         self._thread = marker.thread if thread is None else thread
-        self._is_async = inspect.iscoroutinefunction(func)
-        self._inject_kernel: str | None = None
-        self._inject_arguments: str | None = None
-        self._hints = self._check_signature()
+        self.idempotent = marker.idempotent
+        self._is_async = signature.is_async
+        self._inject_kernel = signature.inject_kernel
+        self._inject_arguments = signature.inject_arguments
+        self._hints = signature.hints
 
+    _return_hint: Any
+    _fast: FastPath | None
     _LAZY = frozenset({"_parameters", "_arguments_model", "_return_hint", "_fast"})
 
     def __getattr__(self, attribute: str) -> Any:
@@ -356,25 +369,15 @@ class NativeFunction(KernelFunction):
         self._build_schema()
         return self.__dict__[attribute]
 
-    def _check_signature(self) -> dict[str, Any]:
-        """The cheap checks, at registration: type hints resolve, no *args/**kwargs;
-        which parameters the kernel injects."""
-        where = f"{self.plugin_name}.{self.name}"
-        try:
-            hints = get_type_hints(self.func, include_extras=True)
-        except Exception as exc:  # unresolved forward references
-            raise PluginError(f"{where}: cannot resolve type hints: {exc}") from None
-        for param in inspect.signature(self.func).parameters.values():
-            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-                raise PluginError(f"{where}: *args/**kwargs parameters cannot be offered to models")
-            injected = is_injected(param, hints.get(param.name, inspect.Parameter.empty))
-            if injected == "kernel":
-                self._inject_kernel = param.name
-            elif injected == "arguments":
-                self._inject_arguments = param.name
-        return hints
-
     def _build_schema(self) -> None:
+        """The parameters' schemas, the argument model and the fast path: built once per
+        function and name, shared by the kernels that register it."""
+        built = self._signature.schemas.get((self.plugin_name, self.name))
+        if built is None:
+            built = self._signature.schemas[(self.plugin_name, self.name)] = self._schema()
+        self._parameters, self._return_hint, self._fast, self._arguments_model = built
+
+    def _schema(self) -> tuple[list[ParameterInfo], Any, FastPath | None, type[BaseModel] | None]:
         from pydantic import ConfigDict, TypeAdapter, create_model
 
         where = f"{self.plugin_name}.{self.name}"
@@ -382,7 +385,7 @@ class NativeFunction(KernelFunction):
         fields: dict[str, Any] = {}
         params: list[ParameterInfo] = []
         fast: FastPath | None = FastPath()
-        for param in inspect.signature(self.func).parameters.values():
+        for param in self._signature.parameters:
             if param.name in (self._inject_kernel, self._inject_arguments):
                 continue
             hint = hints.get(param.name, inspect.Parameter.empty)
@@ -403,10 +406,7 @@ class NativeFunction(KernelFunction):
                 raise PluginError(f"{where}: parameter {param.name!r} has no JSON schema: {exc}") from None
             schema.pop("title", None)
             params.append(ParameterInfo(param.name, description, schema, required, None if required else param.default))
-        self._parameters = params
-        self._return_hint = hints.get("return", Any)
-        self._fast = fast if fields else None
-        self._arguments_model = (
+        model = (
             create_model(
                 f"{self.plugin_name}_{self.name}_arguments",
                 __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
@@ -415,6 +415,7 @@ class NativeFunction(KernelFunction):
             if fields
             else None
         )
+        return params, hints.get("return", Any), fast if fields else None, model
 
     def validate(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
         fast = self._fast
@@ -454,6 +455,8 @@ class NativeFunction(KernelFunction):
             result = await runner(partial(self.func, **arguments))
         else:
             result = self.func(**arguments)
+        if type(result) in _PLAIN_RESULTS:  # the common case: no awaitable check (an ABC lookup)
+            return result
         if inspect.isawaitable(result):
             return await result
         return result
@@ -509,18 +512,7 @@ class KernelPlugin:
             (obj.__doc__ or "").strip().split("\n\n")[0]
         plugin = cls(plugin_name, description=description if description is not None else doc,
                      source=getattr(obj, "__file__", None) or type(obj).__qualname__)
-        for attr in dir(obj):
-            if attr.startswith("__"):
-                continue
-            try:
-                member = inspect.getattr_static(obj, attr)
-            except AttributeError:
-                continue
-            raw = member.__func__ if isinstance(member, staticmethod | classmethod) else member
-            if getattr(raw, MARKER_ATTRIBUTE, None) is None:
-                continue
-            if inspect.ismodule(obj) and getattr(raw, "__module__", obj.__name__) != obj.__name__:
-                continue  # imported from elsewhere
+        for attr in marked_members(obj, MARKER_ATTRIBUTE):  # the scan is done once per module or class
             plugin.add(NativeFunction(getattr(obj, attr), plugin_name=plugin_name))
         return plugin
 

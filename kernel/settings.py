@@ -15,19 +15,13 @@ environment or in code stay relative to the working directory.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, model_validator
 
+from . import _settings_sources as _sources
 from .errors import ConfigurationError
 from .logging import mask_data, register_secret_env, register_secrets, secrets_in
 
@@ -155,6 +149,16 @@ class ToolLoopSettings(BaseModel):
     on_exhausted: Literal["final_call", "error"] = "final_call"
 
 
+class TelemetrySettings(BaseModel):
+    """OpenTelemetry spans and metrics of every run (`kernel.events`, the `[otel]` extra),
+    through the application's tracer and meter providers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="emit spans and metrics (GenAI semantic conventions)")
+    capture_content: bool = Field(False, description="put prompts, answers and tool arguments on spans (opt-in)")
+
+
 class McpServerSettings(BaseModel):
     """One MCP server, `[mcp.servers.NAME]`: a `command` run over stdio, or a streamable HTTP
     `url`. It becomes the plugin NAME: its tools, prompts and resources kernel functions."""
@@ -195,6 +199,55 @@ class McpSettings(BaseModel):
     servers: dict[str, McpServerSettings] = Field(default_factory=dict, description="by plugin name")
 
 
+_KEY_HASH = r"^(sha256:[0-9a-f]{64}|scrypt:[0-9]+:[0-9]+:[0-9]+:[0-9a-f]{16,128}:[0-9a-f]{32,128})$"
+"""An API key's stored form (`kernel serve hash-key` makes one): never the key itself."""
+
+
+class ServeKeySettings(BaseModel):
+    """One API key of `kernel serve`, `[serve.keys.NAME]`: its hash, and what it may reach."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hash: str = Field(pattern=_KEY_HASH, description="sha256:HEX or scrypt:N:R:P:SALT:HASH (kernel serve hash-key)")
+    functions: list[str] | None = Field(None, description="plugin or plugin.function names (default: all served)")
+    collections: list[str] | None = Field(None, description="memory collections it may search and fill (default: all)")
+    models: list[str] | None = Field(None, description="model ids of /v1/chat/completions (default: all)")
+    rate_limit: float | None = Field(None, gt=0, description="requests per minute (default: serve.rate_limit)")
+
+
+class AgentSettings(BaseModel):
+    """A kernel "model" of `/v1/chat/completions`, `[serve.agents.NAME]`: a chat service with
+    kernel functions offered as tools (automatic function calling)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service: str | None = Field(None, description="chat service (default: default_chat)")
+    system: str | None = Field(None, description="system message put before the client's messages")
+    functions: list[str] | None = Field(None, description="plugin or plugin.function names (default: all served)")
+    settings: dict[str, Any] = Field(default_factory=dict, description="execution settings under the client's")
+    description: str = ""
+
+
+class ServeSettings(BaseModel):
+    """`kernel serve`: the kernel over HTTP (`kernel.serve`, the `[serve]` extra)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", description="address to bind; off loopback, API keys are required")
+    port: int = Field(8080, ge=0, le=65535, description="port (0: any free port)")
+    keys: dict[str, ServeKeySettings] = Field(default_factory=dict, description="API keys by name (none: open)")
+    functions: list[str] | None = Field(None, description="plugin or plugin.function names served (default: all)")
+    allow_needs_approval: bool = Field(False, description="let clients invoke needs_approval functions directly")
+    agents: dict[str, AgentSettings] = Field(default_factory=dict, description="kernel models besides `kernel`")
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS (default: none)")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body, bytes")
+    max_upload_bytes: int = Field(16_777_216, ge=1024, description="largest document upload, bytes")
+    request_timeout: float = Field(300.0, gt=0, description="deadline of one request or stream, seconds")
+    rate_limit: float | None = Field(None, gt=0, description="requests per minute per key (default: unlimited)")
+    max_runs: int = Field(200, ge=1, description="runs kept in memory for GET /v1/runs")
+    console: bool = Field(True, description="serve the web console at /")
+
+
 class Price(BaseModel):
     """Price per million tokens."""
 
@@ -205,7 +258,7 @@ class Price(BaseModel):
     cached_input: float | None = None
 
 
-_PATH_NAMES = ("path", "dir", "file", "paths", "dirs", "files")
+_PATH_NAMES = ("path", "dir", "file", "paths", "dirs", "files", "cassette")
 """A setting named one of these, or ending in `_` and one of these, holds paths."""
 
 
@@ -239,26 +292,19 @@ def resolve_config_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     return out
 
 
-class _ConfigFileSource(TomlConfigSettingsSource):
-    """kernel.toml, its relative paths resolved against its own folder."""
-
-    def _read_file(self, file_path: Any) -> dict[str, Any]:
-        data: dict[str, Any] = super()._read_file(file_path)
-        return resolve_config_paths(data, Path(str(file_path)).absolute().parent)
+_MERGED = "_kernel_sources_merged"
+"""The keyword `load()` passes its merged sources under (so they are read only once)."""
 
 
-class KernelSettings(BaseSettings):
-    """The whole configuration of a kernel."""
+class KernelSettings(BaseModel):
+    """The whole configuration of a kernel.
 
-    model_config = SettingsConfigDict(
-        env_prefix="KERNEL_",
-        env_nested_delimiter="__",
-        env_file=".env",
-        env_file_encoding="utf-8",
-        extra="forbid",
-        toml_file=None,
-    )
-    _config_file: ClassVar[Path | None] = None
+    `KernelSettings(**values)` reads `KERNEL_*` variables and `.env` under `values`;
+    `KernelSettings.load()` also reads the configuration file (see `load`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    _fields: ClassVar[dict[str, Any] | None] = None
+    _config_file: Path | None = PrivateAttr(None)
 
     services: dict[str, ServiceSettings] = Field(default_factory=dict)
     default_chat: str | None = Field(None, description="service used when a function names none")
@@ -290,32 +336,59 @@ class KernelSettings(BaseSettings):
     tool_loop: ToolLoopSettings = Field(default_factory=lambda: ToolLoopSettings.model_validate({}))
     log: LogSettings = Field(default_factory=lambda: LogSettings.model_validate({}))
     mcp: McpSettings = Field(default_factory=lambda: McpSettings.model_validate({}))
+    serve: ServeSettings = Field(default_factory=lambda: ServeSettings.model_validate({}))
     prices: dict[str, Price] = Field(default_factory=dict, description="keyed by model id")
+    replay: Literal["off", "record", "replay", "auto"] = Field(
+        "off", description="model calls recorded to `replay_cassette`, replayed from it (a request it does not hold "
+        "is an error), or `auto`: replayed when the cassette exists, else recorded (`kernel.services.replay`)"
+    )
+    replay_cassette: Path | None = Field(None, description="the cassette file of `replay` (JSON)")
+    journal: bool | None = Field(
+        None, description="journal every run (kernel.events): unset, on for the `kernel` command and off for an "
+        "application; false turns it off"
+    )
+    journal_content: bool = Field(True, description="journal prompts, arguments and answers (false: metadata only)")
+    journal_exclude: list[str] = Field(
+        default_factory=list, description="functions (`plugin.function`, `plugin.*`) journaled without content"
+    )
+    journal_path: Path = Field(Path(".kernel") / "journal.db", description="the SQLite journal")
+    journal_dsn: SecretStr | None = Field(None, description="a PostgreSQL DSN: the journal there instead")
+    journal_keep_days: float | None = Field(None, gt=0, description="prune runs older than this (default: keep)")
+    journal_keep_runs: int | None = Field(None, ge=1, description="keep at most this many runs (default: all)")
+    journal_queue_size: int = Field(10_000, ge=10, description="events waiting for the writer; more are dropped")
+    telemetry: TelemetrySettings = Field(default_factory=lambda: TelemetrySettings.model_validate({}))
     cache_dir: Path = Field(
         default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
         / "orchestration-kernel"
     )
+    parse_cache: bool = Field(
+        True, description="keep parsed prompt files in cache_dir/parse-cache (written only where it can be "
+        "created; not under `python -B`), so an unchanged plugin folder loads without parsing"
+    )
+
+    def __init__(self, **values: Any) -> None:
+        merged = values.pop(_MERGED, None)
+        if merged is None:
+            merged = _sources.deep_update(_sources.SOURCES.values(type(self)._field_annotations(), None,
+                                                                  resolve_config_paths), values)
+        super().__init__(**merged)
 
     @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources = [init_settings, env_settings, dotenv_settings]
-        if cls._config_file is not None:
-            sources.append(_ConfigFileSource(settings_cls, toml_file=cls._config_file))
-        return tuple(sources)
+    def _field_annotations(cls) -> dict[str, Any]:
+        fields = cls.__dict__.get("_fields")
+        if not isinstance(fields, dict):
+            fields = {name: info.annotation for name, info in cls.model_fields.items()}
+            cls._fields = fields
+        return fields
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, **overrides: Any) -> KernelSettings:
         """Read the configuration.
 
         `config_file` (or `$KERNEL_CONFIG`) must exist; without either, `./kernel.toml` is
-        read when present. Errors name the file and the setting at fault.
+        read when present. Errors name the file and the setting at fault. What the sources
+        hold is read once per process while the files and variables stay the same
+        (`_settings_sources`); every load validates it again.
         """
         path: Path | None
         explicit = config_file or os.environ.get(CONFIG_ENV_VAR)
@@ -324,24 +397,25 @@ class KernelSettings(BaseSettings):
             if not path.is_file():
                 raise ConfigurationError(f"config file not found: {path}")
         else:
-            path = Path(DEFAULT_CONFIG_FILE) if Path(DEFAULT_CONFIG_FILE).is_file() else None
-        if path is not None:
-            try:
-                tomllib.loads(path.read_text(encoding="utf-8"))
-            except tomllib.TOMLDecodeError as exc:
-                raise ConfigurationError(f"{path}: invalid TOML: {exc}") from None
-            except UnicodeDecodeError as exc:
-                raise ConfigurationError(f"{path}: not UTF-8 text: {exc}") from None
-        bound = type(cls.__name__, (cls,), {"_config_file": path, "__module__": cls.__module__})
+            path = Path(DEFAULT_CONFIG_FILE) if os.path.isfile(DEFAULT_CONFIG_FILE) else None
+        merged = _sources.SOURCES.values(cls._field_annotations(), path, resolve_config_paths)
+        if overrides:
+            merged = _sources.deep_update(merged, overrides)
         try:
-            settings: KernelSettings = bound(**overrides)
-            return settings
+            settings = cls(**{_MERGED: merged})
         except ValidationError as exc:
             origin = str(path) if path else "environment"
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
             )
             raise ConfigurationError(f"invalid configuration ({origin}): {problems}") from None
+        settings._config_file = path
+        return settings
+
+    @property
+    def config_file(self) -> Path | None:
+        """The configuration file `load()` read (None: none)."""
+        return self._config_file
 
     def masked(self) -> dict[str, Any]:
         """The effective configuration as plain data, secrets masked: keys, values of

@@ -75,6 +75,12 @@ CASES: dict[tuple[str, ...], tuple[list[str], str | None]] = {
     ("plan",): (["--from", "{plan}", "--run", "--yes"], None),
     ("prompt",): (["Say hi.", "-s", "Be brief.", "-o", "max_tokens=8"], ""),
     ("services",): ([], None),
+    ("logs", "list"): (["-n", "5"], None),
+    ("logs", "show"): (["last"], None),
+    ("logs", "stats"): ([], None),
+    ("batch",): (["math.add", "--input", "{records}", "--output", "{results}", "--map", "b=second"], None),
+    ("serve",): (["--port", "0", "--max-requests", "1"], None),  # asked once (run_serving), then it stops
+    ("serve", "hash-key"): (["--generate"], None),
     ("mcp", "list"): ([], None),
     ("mcp", "serve"): (["--functions", "math.add"], "\n".join(json.dumps(m) for m in (  # one MCP session on stdin
         {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
@@ -96,6 +102,8 @@ def leaf_commands() -> set[tuple[str, ...]]:
         subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
         if not subparsers:
             return {path}
+        if parser.get_default("handler") is not None:  # runnable without an action too (`kernel serve`)
+            found.add(path)
         for action in subparsers:
             for name, child in action.choices.items():
                 found |= walk(child, (*path, name))
@@ -115,6 +123,8 @@ def project(tmp_path_factory: pytest.TempPathFactory, llama_server: LlamaServer)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hashing-embedder\nVersion: 1.0\n", encoding="utf-8")
     (info / "entry_points.txt").write_text("[orchestration_kernel]\nhashing = hashing_embedder\n", encoding="utf-8")
     (root / "plan.json").write_text(json.dumps(PLAN), encoding="utf-8")
+    (root / "records.jsonl").write_text("".join(json.dumps({"a": i, "second": 10 * i}) + "\n" for i in range(5)),
+                                        encoding="utf-8")
     (root / "kernel.toml").write_text(f'''
 default_chat = "llama"
 default_embedding = "hash"
@@ -149,9 +159,35 @@ options = {{ path = "{root / "memory.db"}" }}
 def run(project: dict[str, object], argv: list[str], stdin: str | None) -> subprocess.CompletedProcess[str]:
     root = project["root"]
     assert isinstance(root, Path)
-    filled = [a.format(docs=DOCS, plugins=ROOT / "samples" / "plugins", plan=root / "plan.json") for a in argv]
+    filled = [a.format(docs=DOCS, plugins=ROOT / "samples" / "plugins", plan=root / "plan.json",
+                       records=root / "records.jsonl", results=root / "results.jsonl") for a in argv]
     return subprocess.run([str(CONSOLE_SCRIPT), *filled], cwd=root, env=project["env"],  # type: ignore[arg-type]
                           input=stdin, capture_output=True, text=True, timeout=300)
+
+
+def run_serving(project: dict[str, object], argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """`kernel serve ... --max-requests 1`: started, asked for its models once (which is the
+    one request it answers before it stops), then its output."""
+    import queue
+    import threading
+    import urllib.request
+
+    process = subprocess.Popen([str(CONSOLE_SCRIPT), *argv], cwd=project["root"], env=project["env"],  # type: ignore[arg-type]
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: lines.put(process.stdout.readline()), daemon=True).start()  # type: ignore[union-attr]
+    try:
+        first = lines.get(timeout=120)
+    except queue.Empty:
+        process.kill()
+        first = ""
+    if first.strip():
+        url = json.loads(first)["url"] if first.startswith("{") else first.split()[-1]
+        with urllib.request.urlopen(f"{url}/v1/models", timeout=60) as response:
+            assert response.status == 200 and json.loads(response.read())["object"] == "list"
+    rest, stderr = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, first + rest, stderr)
 
 
 def test_every_command_has_a_case() -> None:
@@ -165,8 +201,10 @@ def test_command_runs_through_the_console_script(project: dict[str, object], com
     arguments, stdin = CASES[command]
     if command[0] == "memory" and command[1] != "ingest":
         run(project, ["memory", "ingest", "{docs}", "-c", "docs", "--chunk-size", "400"], None)
+    if command[0] == "logs":  # a run in the journal (on by default for the command line)
+        run(project, ["run", "math.add", "-a", "a:=2", "-a", "b:=3"], None)
     argv = [*command, *arguments, *(["--json"] if output == "json" else [])]
-    done = run(project, argv, stdin)
+    done = run_serving(project, argv) if command == ("serve",) else run(project, argv, stdin)
     assert done.returncode == 0, f"kernel {' '.join(argv)} exited {done.returncode}:\n{done.stderr[-3000:]}"
     assert "Traceback" not in done.stderr and "internal error" not in done.stderr, done.stderr[-3000:]
     assert done.stdout.strip(), f"kernel {' '.join(argv)} printed nothing"

@@ -23,6 +23,9 @@ def build_prompt_function(reader: FolderReader, body: str, path: Path, offset: i
     try:
         fn = PromptFunction(body, source=str(path), **kwargs)
         reader.templates[id(fn)] = (path, offset)
+        if reader.tracked is not None:  # the parse cache keeps how it was built
+            reader.built = {"body": body, "path": str(path), "offset": offset, "kwargs": kwargs,
+                            "template": fn.template.metadata()}
         return fn
     except KernelError as exc:
         message = str(exc)

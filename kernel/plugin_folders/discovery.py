@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from ..errors import PluginError, PluginLoadError, Problem
 from ..functions import NAME_PATTERN, KernelFunction, KernelPlugin
 from ..logging import LazyLogger
+from .parse_cache import ParseCache, RootCache, cache_for
 from .prompt_format import PROMPT_SUFFIX, load_prompt_file
 from .python_modules import ModuleInfo, load_module, scan_module
 from .reader import FolderReader, Skip
@@ -35,6 +36,7 @@ from .sk_format import SK_CONFIG_FILE, SK_PROMPT_FILE, YAML_SUFFIXES, load_sk_fo
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
+    from ..settings import KernelSettings
 
 __all__ = ["FolderCheck", "FunctionCheck", "check_plugins", "load_folder", "load_plugins", "record_problems"]
 
@@ -119,6 +121,7 @@ class _Unit:
 class _Load:
     reader: FolderReader
     import_modules: bool
+    cache: RootCache | None = None
     modules: list[ModuleInfo] = field(default_factory=list)
     units: list[_Unit] = field(default_factory=list)
     duplicates: dict[int, str] = field(default_factory=dict)  # id(problem) -> the duplicate's name
@@ -178,13 +181,23 @@ def load_plugin(load: _Load, name: str, folder: Path, entries: list[tuple[str, P
             continue  # README.md, schema files: not functions
         mark = reader.mark()
         added: list[str] = []
+        cache = load.cache
         try:
             if is_dir:
-                added = add_name(load, functions, name, load_sk_folder(reader, name, entry_name, path), path)
+                def sk_folder(reader: FolderReader, plugin: str, path: Path,
+                              function: str = entry_name) -> KernelFunction:
+                    return load_sk_folder(reader, plugin, function, path)
+
+                loaded = cache.load(reader, "sk", name, path, sk_folder) if cache else sk_folder(reader, name, path)
+                added = add_name(load, functions, name, loaded, path)
             elif entry_name.endswith(PROMPT_SUFFIX):
-                added = add_name(load, functions, name, load_prompt_file(reader, name, path), path)
+                loaded = cache.load(reader, "prompt", name, path, load_prompt_file) if cache else \
+                    load_prompt_file(reader, name, path)
+                added = add_name(load, functions, name, loaded, path)
             elif entry_name.endswith(YAML_SUFFIXES):
-                added = add_name(load, functions, name, load_sk_yaml(reader, name, path), path)
+                loaded = cache.load(reader, "yaml", name, path, load_sk_yaml) if cache else \
+                    load_sk_yaml(reader, name, path)
+                added = add_name(load, functions, name, loaded, path)
             else:
                 doc, added = load_python(load, functions, name, path)
                 description = description or doc
@@ -281,22 +294,28 @@ def check_references(load: _Load, plugins: list[KernelPlugin], known: Known) -> 
     return found
 
 
-def check_plugins(root: Path, *, import_modules: bool = False, known: Known | None = None) -> FolderCheck:
+def check_plugins(root: Path, *, import_modules: bool = False, known: Known | None = None,
+                  cache: ParseCache | None = None) -> FolderCheck:
     """Every plugin and problem under `root`, without raising: the functions that load
     (the others are left out), every problem, and each function's own. By default no
     `*.py` module is imported (nothing in the folder runs): each is parsed and listed in
     `modules`, and its functions are not in `plugins`. `import_modules=True` checks as
     `load_plugins` loads. `known`: the plugins and settings to check templates against
-    (default: the folder's own functions)."""
-    load = _Load(FolderReader(Path(root)), import_modules)
+    (default: the folder's own functions). Prompt files that did not change since they
+    were last parsed are not parsed again (`parse_cache`: `cache`, default this process's
+    entries only)."""
+    cache = cache if cache is not None else cache_for(None)
+    root_cache = cache.root(Path(root))
+    load = _Load(FolderReader(Path(root)), import_modules, root_cache)
     plugins = load_root(load)
+    root_cache.save()
     problems = list(load.reader.reported)
     problems += check_references(load, plugins, known or Known())
     checks = [check for u in load.units for check in u.checks]
     return FolderCheck(str(root), plugins, problems, load.modules, checks)
 
 
-def load_plugins(root: Path, *, import_modules: bool = True) -> list[KernelPlugin]:
+def load_plugins(root: Path, *, import_modules: bool = True, cache: ParseCache | None = None) -> list[KernelPlugin]:
     """Load every plugin under `root` (see the module docstring for the layout rule).
 
     `import_modules=False` imports no `*.py` module (their code does not run): they are
@@ -304,7 +323,7 @@ def load_plugins(root: Path, *, import_modules: bool = True) -> list[KernelPlugi
     Raises `PluginLoadError` listing every error found, with file and line; warnings
     (what loads as Semantic Kernel loads it) are logged.
     """
-    found = check_plugins(root, import_modules=import_modules)
+    found = check_plugins(root, import_modules=import_modules, cache=cache)
     if found.errors:
         raise PluginLoadError(found.errors, root=str(root))
     for problem in found.warnings:
@@ -313,6 +332,14 @@ def load_plugins(root: Path, *, import_modules: bool = True) -> list[KernelPlugi
 
 
 # -- a folder added to a kernel -------------------------------------------------------
+
+
+def parse_cache_of(settings: KernelSettings) -> ParseCache:
+    """The parse cache a kernel's settings ask for: `cache_dir/parse-cache` when
+    `parse_cache` is on (the default), else this process's entries only."""
+    if not getattr(settings, "parse_cache", True):
+        return cache_for(None)
+    return cache_for(Path(settings.cache_dir) / "parse-cache")
 
 
 def record_problems(kernel: Kernel, problems: list[Problem]) -> None:
@@ -328,7 +355,8 @@ def load_folder(kernel: Kernel, folder: str, name: str | None,
     problems to record once they are added (`record_problems`). Under `kernel.strict` any
     error raises `PluginLoadError`; otherwise what is valid loads, and the problems say
     what did not. A folder where nothing loads raises."""
-    found = check_plugins(Path(folder), import_modules=True, known=Known.of(kernel))
+    found = check_plugins(Path(folder), import_modules=True, known=Known.of(kernel),
+                          cache=parse_cache_of(kernel.settings))
     errors = found.errors
     if errors and kernel.strict:
         raise PluginLoadError(errors, root=folder)

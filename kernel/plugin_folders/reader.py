@@ -78,6 +78,11 @@ class FolderReader:
         self.templates: dict[int, tuple[Path, int]] = {}
         """By `id()` of each PromptFunction built: its file and the lines before its
         template there (for problems found once the whole root is loaded)."""
+        self.tracked: list[tuple[str, bytes | None]] | None = None
+        """While the parse cache records a function: each file read (and its bytes) or
+        looked for and missing (None), in order."""
+        self.built: dict[str, Any] | None = None
+        """While the parse cache records a function: how it was built (`build_prompt_function`)."""
 
     # -- problems and files ----------------------------------------------------------
 
@@ -153,6 +158,8 @@ class FolderReader:
         except OSError as exc:
             self.problem(path, f"cannot read file: {exc.strerror or exc}")
             raise Skip from None
+        if self.tracked is not None:
+            self.tracked.append((str(path), data))
         if len(data) > MAX_FILE_BYTES:
             size = max(status.st_size, len(data))
             self.problem(path, f"file is too large ({size:,} bytes; the limit is {MAX_FILE_BYTES:,})")
@@ -188,6 +195,8 @@ class FolderReader:
         try:
             mode = os.stat(path).st_mode
         except OSError:
+            if self.tracked is not None:
+                self.tracked.append((str(path), None))
             self.problem(source, f"{what} {value!r}: no such file")
             raise Skip from None
         if not stat.S_ISREG(mode):

@@ -88,6 +88,16 @@ def _check_events(text: str) -> None:
             depth -= 1
 
 
+def _may_hold_anchors_or_depth(text: str) -> bool:
+    """Whether `_check_events` could refuse `text`: an anchor needs `&`, an alias `*`, and
+    each level of nesting a line break or one of `[ { - : ?`, so a text with neither mark
+    and fewer of those than `MAX_DEPTH` needs no second parse."""
+    if "&" in text or "*" in text:
+        return True
+    levels = sum(text.count(mark) for mark in ("\n", "[", "{", "-", ":", "?"))
+    return levels >= MAX_DEPTH
+
+
 def load_yaml(text: str) -> Any:
     """Plain data from YAML (safe loading only; JSON text takes the fast path)."""
     stripped = text.lstrip()
@@ -99,7 +109,8 @@ def load_yaml(text: str) -> Any:
     import yaml
 
     try:
-        _check_events(text)
+        if _may_hold_anchors_or_depth(text):  # else the event pass cannot find anything
+            _check_events(text)
         return yaml.load(text, Loader=_yaml())  # a SafeLoader class: plain data only
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)

@@ -83,13 +83,15 @@ class PromptFunction(KernelFunction):
         needs_approval: bool = False,
         check_output: bool = True,
         helpers: TemplateHelpers | None = None,
+        compiled: CompiledTemplate | None = None,
     ) -> None:
         self.name = check_name("function", name)
         self.plugin_name = check_name("plugin", plugin_name)
         self.description = description
         self.template_source = template
         self.source = source or f"{plugin_name}.{name}"
-        self.template: CompiledTemplate = TEMPLATES.get(template, self.source)
+        # `compiled`: the template already parsed (the plugin folders' parse cache restores it)
+        self.template: CompiledTemplate = compiled if compiled is not None else TEMPLATES.get(template, self.source)
         self.execution_settings = {k: dict(v) for k, v in (execution_settings or {}).items()}
         self.output_schema = output_schema
         self.check_output = check_output

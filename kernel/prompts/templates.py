@@ -251,6 +251,27 @@ class CompiledTemplate:
         self._ast: nodes.Template | None = ast
         self._template: jinja2.Template | None = None
 
+    METADATA = ("call_targets", "called_names", "functions_used", "is_async", "sk_names", "uses_sk_call",
+                "variables")
+    """What the parse found, all a loaded prompt function needs before its first render."""
+
+    def metadata(self) -> dict[str, Any]:
+        """What parsing found, as plain data (kept by the plugin folders' parse cache)."""
+        return {key: sorted(value) if isinstance(value, frozenset) else value
+                for key in self.METADATA for value in [getattr(self, key)]}
+
+    @classmethod
+    def restored(cls, source: str, name: str, metadata: Mapping[str, Any]) -> CompiledTemplate:
+        """A template known to parse, with what its parse found (`metadata`): it is parsed
+        again only when first rendered."""
+        self = cls.__new__(cls)
+        self.source, self.name = source, name
+        for key in cls.METADATA:
+            value = metadata[key]
+            setattr(self, key, frozenset(value) if isinstance(value, list) else bool(value))
+        self._ast, self._template = None, None
+        return self
+
     @property
     def template(self) -> jinja2.Template:
         """The compiled Jinja template (code generation happens here, once)."""
@@ -258,7 +279,8 @@ class CompiledTemplate:
         if template is None:
             env = ENVIRONMENT if self.is_async else SYNC_ENVIRONMENT
             try:
-                template = env.from_string(self._ast)  # type: ignore[arg-type]
+                ast = self._ast if self._ast is not None else env.parse(self.source, name=self.name)
+                template = env.from_string(ast)
             except jinja2.TemplateSyntaxError as exc:
                 raise TemplateSyntaxError(f"{self.name}:{exc.lineno}: {exc.message}") from None
             template.name = self.name
@@ -333,6 +355,17 @@ class TemplateCache:
                 self._items.popitem(last=False)
         else:
             self._items.move_to_end(key)
+        return compiled
+
+    def restore(self, source: str, name: str, metadata: Mapping[str, Any]) -> CompiledTemplate:
+        """The template of `source`, from the cache, else restored from what an earlier
+        parse found (`CompiledTemplate.metadata`) without parsing it now."""
+        key = (source, name)
+        compiled = self._items.get(key)
+        if compiled is None:
+            compiled = self._items[key] = CompiledTemplate.restored(source, name, metadata)
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
         return compiled
 
 
