@@ -75,7 +75,8 @@ CASES: dict[tuple[str, ...], tuple[list[str], str | None]] = {
     ("plan",): (["--from", "{plan}", "--run", "--yes"], None),
     ("prompt",): (["Say hi.", "-s", "Be brief.", "-o", "max_tokens=8"], ""),
     ("services",): ([], None),
-    ("logs", "list"): (["-n", "5"], None),
+    ("logs",): (["--function", "math.*", "--status", "ok", "--since", "1h"], None),  # `kernel logs` alone lists
+    ("logs", "list"): (["-n", "5", "--function", "math.add"], None),
     ("logs", "show"): (["last"], None),
     ("logs", "stats"): ([], None),
     ("batch",): (["math.add", "--input", "{records}", "--output", "{results}", "--map", "b=second"], None),
@@ -208,6 +209,8 @@ def test_command_runs_through_the_console_script(project: dict[str, object], com
     assert done.returncode == 0, f"kernel {' '.join(argv)} exited {done.returncode}:\n{done.stderr[-3000:]}"
     assert "Traceback" not in done.stderr and "internal error" not in done.stderr, done.stderr[-3000:]
     assert done.stdout.strip(), f"kernel {' '.join(argv)} printed nothing"
+    if command[0] == "logs" and command[-1] != "stats":  # the filters select the run made above
+        assert "math.add" in done.stdout, done.stdout
     if output == "json":
         if command in (("chat",), ("mcp", "serve")):  # one JSON object per turn, per MCP message
             for line in done.stdout.strip().splitlines():
