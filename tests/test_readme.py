@@ -13,7 +13,17 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from kernel.settings import KernelSettings, LogSettings, Price, RetrySettings, ServiceSettings, ToolLoopSettings
+from kernel.settings import (
+    AgentSettings,
+    KernelSettings,
+    LogSettings,
+    Price,
+    RetrySettings,
+    ServeKeySettings,
+    ServeSettings,
+    ServiceSettings,
+    ToolLoopSettings,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -82,6 +92,9 @@ def _fields(model: type[BaseModel], prefix: str) -> list[tuple[str, str]]:
         (ToolLoopSettings, "KERNEL_TOOL_LOOP__"),
         (LogSettings, "KERNEL_LOG__"),
         (Price, "KERNEL_PRICES__MODEL__"),
+        (ServeSettings, "KERNEL_SERVE__"),
+        (ServeKeySettings, "KERNEL_SERVE__KEYS__NAME__"),
+        (AgentSettings, "KERNEL_SERVE__AGENTS__NAME__"),
     ],
 )
 def test_every_setting_is_documented_with_its_variable(model: type[BaseModel], prefix: str) -> None:

@@ -106,6 +106,22 @@ def test_the_openai_sdk_against_kernel_serve(server: Served) -> None:
     assert forced.choices[0].message.content == "The result is X!."
 
 
+def test_the_readme_example_runs_against_kernel_serve(server: Served, tmp_path: Path) -> None:
+    import re
+    import subprocess
+    import sys
+
+    from tests.serve_support import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    [code] = re.findall(r"<!-- readme-test: serve -->\s*```python\n(.*?)```", readme, re.DOTALL)
+    assert '"http://127.0.0.1:8080/v1"' in code
+    code = code.replace("http://127.0.0.1:8080", server.url)  # the port of this test's server
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == "The result is 5.0.\nYou said: Say hello"  # the tool call, then the stream
+
+
 def test_the_kernel_api_over_plain_http(server: Served) -> None:
     with httpx2.Client(base_url=server.url, timeout=30) as http:
         functions = {f["name"] for f in http.get("/v1/functions").json()["functions"]}
