@@ -251,3 +251,106 @@ async def test_the_progress_bar_shows_rate_tokens_and_cost(tmp_path: Path, capsy
     shown = capsys.readouterr().err
     assert "40/100" in shown and "12.5/s" in shown and "1,234 tok" in shown and "$0.5000" in shown
     assert "2 failed" in shown and "ETA" in shown
+
+
+def echo_server_handler(state: dict[str, Any]) -> Any:
+    """An OpenAI-compatible endpoint that answers the last user message upper-cased after a
+    short wait, counts the requests it is working on at once, and answers the first request
+    of every word in `state["limited"]` with 429 Too Many Requests (Retry-After), and the
+    words of `state["always_429"]` always."""
+    from tests.http_fakes import Reply, Request, openai_completion
+
+    async def handler(req: Request) -> Reply:
+        word = req.json()["messages"][-1]["content"].split()[-1]
+        state["now"] += 1
+        state["peak"] = max(state["peak"], state["now"])
+        try:
+            if word in state["always_429"] or (word in state["limited"] and word not in state["seen"]):
+                state["seen"].add(word)
+                state["429"] += 1
+                return Reply(429, {"error": {"message": "rate limited"}}, {"retry-after": "0.05"})
+            await asyncio.sleep(0.01)
+            return Reply(200, openai_completion(word.upper(), prompt_tokens=7, completion_tokens=1))
+        finally:
+            state["now"] -= 1
+
+    return handler
+
+
+async def test_each_service_max_concurrency_bounds_the_batch_and_rate_limits_are_retried(tmp_path: Path) -> None:
+    """A real HTTP server behind the openai connector: 40 records at `concurrency=16`
+    reach the service at most `max_concurrency` (3) at a time; a 429 (with Retry-After)
+    is retried by the resilience layer and the record succeeds; a record whose every
+    attempt is refused goes to the errors file, naming the service, and the run goes on."""
+    from tests.http_fakes import FakeHTTPServer
+
+    state: dict[str, Any] = {"now": 0, "peak": 0, "429": 0, "seen": set(),
+                             "limited": {f"w{i}" for i in range(0, 40, 4)}, "always_429": {"w39"}}
+    with FakeHTTPServer(echo_server_handler(state)) as server:
+        settings = KernelSettings(services={"api": {
+            "provider": "openai", "model": "fake-model", "api_key": "sk-test", "base_url": server.url + "/v1",
+            "max_concurrency": 3, "retry": {"max_attempts": 3, "initial_backoff": 0.01, "max_backoff": 0.05}}})
+        kernel = Kernel(settings)
+        kernel.add_function(PromptFunction.from_template("say {{ word }}", name="say", plugin="p"))
+        report = await kernel.batch("p.say", [{"id": f"r{i}", "word": f"w{i}"} for i in range(40)],
+                                    output=tmp_path / "out.jsonl", concurrency=16)
+    assert state["peak"] == 3, f"the service's max_concurrency bounds the batch (peak {state['peak']})"
+    assert (report.done, report.failed) == (39, 1)
+    out = lines(tmp_path / "out.jsonl")
+    assert [r["result"] for r in out] == [f"W{i}" for i in range(39)], "rate-limited records retried, in order"
+    assert state["429"] == 10 + 3, "one 429 for each limited word, three attempts for the refused one"
+    [error] = lines(tmp_path / "out.errors.jsonl")
+    assert error["id"] == "r39" and "api" in error["message"] and "429" in error["message"], error
+    assert (report.input_tokens, report.output_tokens) == (39 * 7, 39)
+
+
+class Counted:
+    """An input that counts the records taken from it, and records how far ahead of the
+    finished records the reader ever got."""
+
+    def __init__(self, count: int, finished: list[int]) -> None:
+        self.count, self.finished = count, finished
+        self.taken = 0
+        self.ahead = 0
+
+    def __iter__(self) -> Any:
+        for i in range(self.count):
+            self.taken += 1
+            self.ahead = max(self.ahead, self.taken - len(self.finished))
+            yield {"n": i}
+
+
+@pytest.mark.parametrize("order", ["input", "completed"])
+async def test_the_input_is_streamed_with_backpressure(order: str, tmp_path: Path) -> None:
+    """The reader takes a record only when there is room: never more than the records
+    running ahead of those finished; and in input order, while the first record is slow,
+    later results wait for it in memory only within a bounded window."""
+    from kernel.batch.runner import REORDER_WINDOW
+
+    finished: list[int] = []
+    taken_when_first_finished: list[int] = []
+
+    class Work:
+        @kernel_function
+        async def step(self, n: int) -> int:
+            """Records its finishing; the first record is slow."""
+            if n == 0:
+                await asyncio.sleep(0.3)
+                taken_when_first_finished.append(source.taken)
+            finished.append(n)
+            return n
+
+    kernel = Kernel(KernelSettings(), load_entry_points=False)
+    kernel.add_plugin(Work(), name="w")
+    source = Counted(3000, finished)
+    report = await kernel.batch("w.step", source, output=tmp_path / "out.jsonl", concurrency=4, order=order)
+    assert report.done == 3000 and source.taken == 3000
+    results = [r["result"] for r in lines(tmp_path / "out.jsonl")]
+    if order == "completed":
+        assert source.ahead <= 4 + 1, f"the reader ran {source.ahead} records ahead of those finished"
+        assert results[:3] == [1, 2, 3] and taken_when_first_finished[0] > 1000
+    else:
+        window = 4 * REORDER_WINDOW
+        assert taken_when_first_finished[0] <= window + 1, (
+            f"{taken_when_first_finished[0]} records read while the first one ran (window {window})")
+        assert results == list(range(3000))

@@ -123,6 +123,11 @@ class ResultWriter:
                 self._pending = pending.open("a", encoding="utf-8")
         self.errors_path = companion_paths(output)[0] if output is not None else None
 
+    @property
+    def head(self) -> int:
+        """The next slot to be written, in input order."""
+        return self._head
+
     def fail(self, record_id: Any, key: str | None, error_type: str, message: str) -> None:
         """A record that failed (or could not be read): to the errors file at once."""
         if self._errors is not None:

@@ -28,7 +28,11 @@ if TYPE_CHECKING:
     from ..kernel import Kernel
     from .executors import Executor
 
-__all__ = ["BatchReport", "run_batch"]
+__all__ = ["REORDER_WINDOW", "BatchReport", "run_batch"]
+
+REORDER_WINDOW = 4
+"""In input order, chunks submitted ahead of the oldest unfinished one: at most this many
+times `max_in_flight`, so results waiting for their turn stay bounded in memory."""
 
 
 @dataclass(slots=True)
@@ -167,7 +171,7 @@ class _Run:
                 if len(chunk) >= size:
                     self._submit(chunk)
                     chunk = []
-                    while len(self.running) >= self.executor.max_in_flight and not self.report.stopped:
+                    while self._full() and not self.report.stopped:
                         await self._collect()
                     if self.report.stopped:
                         break
@@ -182,6 +186,14 @@ class _Run:
                 await asyncio.gather(*self.running, return_exceptions=True)
             self.running.clear()
             self._show()
+
+    def _full(self) -> bool:
+        """No room for another chunk: `max_in_flight` running, or (in input order) the
+        window of results waiting behind a slow chunk is full."""
+        limit = self.executor.max_in_flight
+        if len(self.running) >= limit:
+            return True
+        return self.writer.order == "input" and self.slot - self.writer.head >= REORDER_WINDOW * limit
 
     def _submit(self, items: list[tuple[Record, Outcome | None]]) -> None:
         records = [record for record, _ in items]
