@@ -14,14 +14,24 @@ environment or in code stay relative to the working directory.
 
 from __future__ import annotations
 
+import copy
 import os
+import tomllib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
-from . import _settings_sources as _sources
 from .errors import ConfigurationError
 from .logging import mask_data, register_secret_env, register_secrets, secrets_in
 
@@ -292,19 +302,102 @@ def resolve_config_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     return out
 
 
-_MERGED = "_kernel_sources_merged"
-"""The keyword `load()` passes its merged sources under (so they are read only once)."""
+_FILE_DATA: dict[tuple[str, bytes], dict[str, Any]] = {}
+"""Parsed configuration files, their paths resolved, by (absolute path, content): a file is
+read on every load (a few µs) but parsed again only when its bytes change."""
+_FILE_DATA_MAX = 16
 
 
-class KernelSettings(BaseModel):
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The TOML data of `path`, relative paths resolved against its folder; a file that
+    cannot be read or parsed is a `ConfigurationError` naming it."""
+    absolute = path.absolute()
+    try:
+        raw = absolute.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    key = (str(absolute), raw)
+    data = _FILE_DATA.get(key)
+    if data is None:
+        try:
+            parsed = tomllib.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigurationError(f"{path}: not UTF-8 text: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"{path}: invalid TOML: {exc}") from None
+        data = resolve_config_paths(parsed, absolute.parent)
+        if len(_FILE_DATA) >= _FILE_DATA_MAX:
+            _FILE_DATA.pop(next(iter(_FILE_DATA)))
+        _FILE_DATA[key] = data
+    return copy.deepcopy(data)  # validation never sees (nor changes) the cached tables
+
+
+class _ConfigFileSource(TomlConfigSettingsSource):
+    """kernel.toml, its relative paths resolved against its own folder."""
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        return read_config_file(Path(str(file_path)))
+
+
+_SOURCE_VALUES: dict[tuple[Any, ...], dict[str, Any]] = {}
+_SOURCE_VALUES_MAX = 64
+
+
+class _Remembered(PydanticBaseSettingsSource):
+    """pydantic-settings' environment or `.env` source, its values remembered by the
+    settings class and the variables the source read: the same variables give the same
+    values, so only the first load with them pays for pydantic-settings' analysis of every
+    field (most of the cost of a load). The source still reads the environment and `.env`
+    on every load; `only_prefixed`: only variables with the settings' prefix matter."""
+
+    def __init__(self, source: EnvSettingsSource, *, only_prefixed: bool) -> None:
+        super().__init__(source.settings_cls)
+        self.source = source
+        self.__name__ = type(source).__name__
+        self._only_prefixed = only_prefixed
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.source.get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        variables = self.source.env_vars
+        if self._only_prefixed:
+            prefix = self.source.env_prefix.lower()
+            items = tuple(sorted(item for item in variables.items() if item[0].startswith(prefix)))
+        else:
+            items = tuple(sorted(variables.items()))
+        key = (type(self.source), self.settings_cls, items)
+        values = _SOURCE_VALUES.get(key)
+        if values is None:
+            values = self.source()
+            if len(_SOURCE_VALUES) >= _SOURCE_VALUES_MAX:
+                _SOURCE_VALUES.pop(next(iter(_SOURCE_VALUES)))
+            _SOURCE_VALUES[key] = values
+        return copy.deepcopy(values)
+
+
+_BOUND: dict[str, type[KernelSettings]] = {}
+"""The settings class bound to each configuration file path (creating a pydantic class is
+most of the cost of a load): a class holds only the path, never values, so every load
+still reads the environment, `.env` and the file."""
+_BOUND_MAX = 64
+
+
+class KernelSettings(BaseSettings):
     """The whole configuration of a kernel.
 
     `KernelSettings(**values)` reads `KERNEL_*` variables and `.env` under `values`;
     `KernelSettings.load()` also reads the configuration file (see `load`)."""
 
-    model_config = ConfigDict(extra="forbid")
-    _fields: ClassVar[dict[str, Any] | None] = None
-    _config_file: Path | None = PrivateAttr(None)
+    model_config = SettingsConfigDict(
+        env_prefix="KERNEL_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        toml_file=None,
+    )
+    _config_file: ClassVar[Path | None] = None
 
     services: dict[str, ServiceSettings] = Field(default_factory=dict)
     default_chat: str | None = Field(None, description="service used when a function names none")
@@ -366,29 +459,46 @@ class KernelSettings(BaseModel):
         "created; not under `python -B`), so an unchanged plugin folder loads without parsing"
     )
 
-    def __init__(self, **values: Any) -> None:
-        merged = values.pop(_MERGED, None)
-        if merged is None:
-            merged = _sources.deep_update(_sources.SOURCES.values(type(self)._field_annotations(), None,
-                                                                  resolve_config_paths), values)
-        super().__init__(**merged)
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings]
+        sources += [_Remembered(env_settings, only_prefixed=True) if isinstance(env_settings, EnvSettingsSource)
+                    else env_settings]
+        sources += [_Remembered(dotenv_settings, only_prefixed=False)
+                    if isinstance(dotenv_settings, DotEnvSettingsSource) else dotenv_settings]
+        if cls._config_file is not None:
+            sources.append(_ConfigFileSource(settings_cls, toml_file=cls._config_file))
+        return tuple(sources)
 
     @classmethod
-    def _field_annotations(cls) -> dict[str, Any]:
-        fields = cls.__dict__.get("_fields")
-        if not isinstance(fields, dict):
-            fields = {name: info.annotation for name, info in cls.model_fields.items()}
-            cls._fields = fields
-        return fields
+    def bound_to(cls, path: Path) -> type[KernelSettings]:
+        """The subclass whose sources include the configuration file `path` (one per path
+        and process)."""
+        key = f"{cls.__module__}.{cls.__qualname__}:{path}"
+        bound = _BOUND.get(key)
+        if bound is None or not issubclass(bound, cls):
+            bound = type(cls.__name__, (cls,), {"_config_file": path, "__module__": cls.__module__,
+                                                "__qualname__": cls.__qualname__})
+            if len(_BOUND) >= _BOUND_MAX:
+                _BOUND.pop(next(iter(_BOUND)))
+            _BOUND[key] = bound
+        return bound
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, **overrides: Any) -> KernelSettings:
         """Read the configuration.
 
         `config_file` (or `$KERNEL_CONFIG`) must exist; without either, `./kernel.toml` is
-        read when present. Errors name the file and the setting at fault. What the sources
-        hold is read once per process while the files and variables stay the same
-        (`_settings_sources`); every load validates it again.
+        read when present. Errors name the file and the setting at fault. Every load reads
+        the environment, `.env` and the file again (a file is parsed again only when its
+        content changed).
         """
         path: Path | None
         explicit = config_file or os.environ.get(CONFIG_ENV_VAR)
@@ -398,24 +508,21 @@ class KernelSettings(BaseModel):
                 raise ConfigurationError(f"config file not found: {path}")
         else:
             path = Path(DEFAULT_CONFIG_FILE) if os.path.isfile(DEFAULT_CONFIG_FILE) else None
-        merged = _sources.SOURCES.values(cls._field_annotations(), path, resolve_config_paths)
-        if overrides:
-            merged = _sources.deep_update(merged, overrides)
+        bound = cls if path is None else cls.bound_to(path)
         try:
-            settings = cls(**{_MERGED: merged})
+            settings: KernelSettings = bound(**overrides)
+            return settings
         except ValidationError as exc:
             origin = str(path) if path else "environment"
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
             )
             raise ConfigurationError(f"invalid configuration ({origin}): {problems}") from None
-        settings._config_file = path
-        return settings
 
     @property
     def config_file(self) -> Path | None:
         """The configuration file `load()` read (None: none)."""
-        return self._config_file
+        return type(self)._config_file
 
     def masked(self) -> dict[str, Any]:
         """The effective configuration as plain data, secrets masked: keys, values of
