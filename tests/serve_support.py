@@ -56,6 +56,53 @@ options = {{ log_dir = "{log_dir}", delay = {delay}, delay_slow = 0.2 }}
     return root
 
 
+def write_upstream_project(root: Path, base_url: str) -> Path:
+    """A project folder whose default chat service is the OpenAI connector pointed at an
+    OpenAI-compatible server (`upstream`: tests/data/serve/upstream.py), no retries."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "model-log").mkdir(exist_ok=True)
+    (root / "kernel.toml").write_text(f'''
+default_chat = "upstream"
+plugin_autoload = false
+
+[services.upstream]
+provider = "openai"
+model = "stub-1"
+base_url = "{base_url}"
+api_key = "unused-upstream-key"
+retry = {{ max_attempts = 1 }}
+''', encoding="utf-8")
+    return root
+
+
+@contextlib.contextmanager
+def upstream(log_dir: Path | None = None, *, delay: float = 0.2, timeout: float = 30.0) -> Iterator[str]:
+    """The OpenAI-compatible stub server (tests/data/serve/upstream.py) in its own uvicorn
+    process: yields its base URL (`http://127.0.0.1:PORT/v1`)."""
+    argv = [sys.executable, str(DATA / "upstream.py"), "--port", "0", "--delay", str(delay)]
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        argv += ["--log-dir", str(log_dir)]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={k: v for k, v in os.environ.items() if not k.startswith("KERNEL_")})
+    assert process.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()  # type: ignore[union-attr]
+    try:
+        try:
+            url = lines.get(timeout=timeout).strip()
+        except queue.Empty:
+            raise AssertionError("the upstream stub did not start") from None
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
 def project_env(root: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL_")}
     env["PYTHONPATH"] = os.pathsep.join([str(root / "site-packages"), str(ROOT)])

@@ -19,7 +19,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.serve_support import Served, serving, write_project
+from tests.serve_support import Served, serving, upstream, write_project, write_upstream_project
 
 pytestmark = pytest.mark.slow
 
@@ -236,6 +236,70 @@ def test_a_client_that_gives_up_before_the_answer_cancels_the_model_call(server:
     call()
     assert done.is_set() and marker in _log(server, "started")
     _wait_for_log(server, "cancelled", marker)
+
+
+@pytest.fixture(scope="module")
+def over_http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, Path]]:
+    """`kernel serve` whose chat model is the OpenAI connector talking to an OpenAI-compatible
+    server in a third process (tests/data/serve/upstream.py), which logs its callers' hang-ups."""
+    root = tmp_path_factory.mktemp("serve-upstream")
+    log_dir = root / "upstream-log"
+    with upstream(log_dir) as base_url, serving(write_upstream_project(root / "project", base_url)) as served:
+        yield served, log_dir
+
+
+def _upstream_log(log_dir: Path, name: str) -> str:
+    path = log_dir / name
+    return path.read_text() if path.exists() else ""
+
+
+def _wait_upstream(log_dir: Path, name: str, marker: str, timeout: float = 5.0) -> float:
+    start = time.monotonic()
+    while marker not in _upstream_log(log_dir, name):
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"{marker!r} never in the upstream's {name}: {_upstream_log(log_dir, name)!r}")
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def test_chat_through_kernel_serve_to_a_real_upstream(over_http: tuple[Served, Path]) -> None:
+    from openai import OpenAI
+
+    served, _ = over_http
+    client = OpenAI(base_url=f"{served.url}/v1", api_key="unused", max_retries=0)
+    plain = client.chat.completions.create(model="upstream", messages=[{"role": "user", "content": "hello there"}])
+    assert plain.choices[0].message.content == "You said: hello there" and plain.usage.total_tokens == 2 + 4  # type: ignore[union-attr]
+    pieces = [c.choices[0].delta.content for c in client.chat.completions.create(
+        model="kernel", stream=True, messages=[{"role": "user", "content": "one two"}])
+        if c.choices and c.choices[0].delta.content]
+    assert "".join(pieces) == "You said: one two" and len(pieces) == 4
+
+
+@pytest.mark.parametrize("model", ["upstream", "kernel"])
+def test_a_hang_up_mid_stream_closes_the_upstream_model_call(over_http: tuple[Served, Path], model: str) -> None:
+    served, log_dir = over_http
+    marker = f"slow story {model} {time.monotonic()}"
+    with httpx2.Client(base_url=served.url, timeout=30) as http, http.stream(
+            "POST", "/v1/chat/completions",
+            json={"model": model, "stream": True, "messages": [{"role": "user", "content": marker}]}) as response:
+        received = ""
+        for text in response.iter_text():
+            received += text
+            if "w2 " in received:
+                break  # hang up: the upstream would stream for another minute
+    assert marker in _upstream_log(log_dir, "started")
+    waited = _wait_upstream(log_dir, "disconnected", marker)
+    print(f"\n{model}: the upstream saw its caller hang up {waited * 1000:.0f} ms after the client did")
+    assert "w10 " not in received
+
+
+def test_a_client_giving_up_before_the_answer_closes_the_upstream_call(over_http: tuple[Served, Path]) -> None:
+    served, log_dir = over_http
+    marker = f"slow answer {time.monotonic()}"
+    with httpx2.Client(base_url=served.url, timeout=1.0) as http, pytest.raises(httpx2.ReadTimeout):
+        http.post("/v1/chat/completions", json={"model": "upstream", "messages": [{"role": "user", "content": marker}]})
+    assert marker in _upstream_log(log_dir, "started")
+    _wait_upstream(log_dir, "disconnected", marker)
 
 
 def test_serving_with_keys_in_a_real_process(tmp_path: Path) -> None:
