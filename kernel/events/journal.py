@@ -95,7 +95,7 @@ class Journal:
     @classmethod
     def from_settings(cls, settings: KernelSettings) -> Journal:
         dsn = settings.journal_dsn.get_secret_value() if settings.journal_dsn is not None else None
-        return cls(settings.journal_path, dsn=dsn, content=settings.journal_content,
+        return cls(None if dsn else settings.journal_path, dsn=dsn, content=settings.journal_content,
                    keep_days=settings.journal_keep_days, keep_runs=settings.journal_keep_runs,
                    max_queue=settings.journal_queue_size)
 
