@@ -8,9 +8,11 @@ ingest --executor ray` into the real PostgreSQL + pgvector; the SQLite store ref
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -32,6 +34,7 @@ RAY_VARIABLES = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENAB
 
 WORK = '''
 import os
+import time
 from pathlib import Path
 
 from kernel import kernel_function
@@ -51,12 +54,13 @@ def crunch(n: int, rounds: int = 2000) -> dict:
 
 
 @kernel_function
-def fragile(n: int) -> dict:
-    """Kills its own worker process the first time it sees n == 137."""
-    marker = HERE / "killed.pid"
+def linger(n: int) -> dict:
+    """Waits (to be killed by the test) the first time it sees n == 137, saying in which process."""
+    marker = HERE / "linger.pid"
     if n == 137 and not marker.exists():
-        marker.write_text(str(os.getpid()))
-        os.kill(os.getpid(), 9)
+        (HERE / "linger.tmp").write_text(str(os.getpid()))
+        (HERE / "linger.tmp").rename(marker)
+        time.sleep(120)
     return {"n": n, "pid": os.getpid()}
 '''
 
@@ -194,14 +198,26 @@ def test_each_worker_gets_a_share_of_a_service_concurrency(plugins: Path) -> Non
 
 async def test_a_worker_killed_mid_run_has_its_chunk_retried_elsewhere(cluster: str, plugins: Path,
                                                                        tmp_path: Path) -> None:
+    """The test kills (SIGKILL) the worker process running record 137; Ray runs its chunk
+    again in another worker, and the output holds each record once, in order."""
     kernel = make_kernel(plugins)
-    report = await kernel.batch("work.fragile", [{"n": i} for i in range(300)], output=tmp_path / "out.jsonl",
-                                executor="ray", chunk_size=20)
-    killed = int((plugins / "killed.pid").read_text())
+    run = asyncio.ensure_future(kernel.batch("work.linger", [{"n": i} for i in range(300)],
+                                             output=tmp_path / "out.jsonl", executor="ray", chunk_size=20))
+    marker = plugins / "linger.pid"
+    for _ in range(1200):
+        if marker.exists() or run.done():
+            break
+        await asyncio.sleep(0.05)
+    assert marker.exists(), f"record 137 never started: {run.done() and run.result()}"
+    killed = int(marker.read_text())
+    os.kill(killed, signal.SIGKILL)
+    report = await asyncio.wait_for(run, 120)
     assert (report.done, report.failed) == (300, 0)
     out = lines(tmp_path / "out.jsonl")
     assert [r["result"]["n"] for r in out] == list(range(300)), "each record once, in order"
     assert out[137]["result"]["pid"] != killed, "the chunk was retried in another worker"
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed, 0)
 
 
 async def test_a_run_on_ray_resumes(cluster: str, plugins: Path, tmp_path: Path) -> None:
@@ -297,3 +313,130 @@ async def test_prompt_function_on_the_llama_server_from_workers(cluster: str, pl
     report = await kernel.batch("work.shout", [{"word": f"w{i}"} for i in range(16)], executor="ray", chunk_size=4)
     assert (report.done, report.failed) == (16, 0), [r.error for r in report.results if not r.ok]
     assert report.output_tokens > 0 and all(isinstance(r.value, str) for r in report.results)
+
+
+@pytest.mark.parametrize("limit", [1, 4])
+async def test_the_cluster_stays_within_a_service_max_concurrency(cluster: str, plugins: Path, limit: int) -> None:
+    """A real HTTP service (loopback) with `max_concurrency` 4 on a 2-CPU cluster: each
+    worker gets 2, the cluster reaches it; with 1 (fewer than the CPUs), one chunk at a time."""
+    from tests.http_fakes import FakeHTTPServer, Reply, Request, openai_completion
+
+    state = {"now": 0, "peak": 0}
+
+    async def handler(req: Request) -> Reply:
+        state["now"] += 1
+        state["peak"] = max(state["peak"], state["now"])
+        try:
+            await asyncio.sleep(0.05)
+            word = req.json()["messages"][-1]["content"].split()[-1]
+            return Reply(200, openai_completion(word.upper()))
+        finally:
+            state["now"] -= 1
+
+    with FakeHTTPServer(handler) as server:
+        kernel = make_kernel(plugins, services={"echo": {
+            "provider": "openai", "model": "fake-model", "api_key": "sk-test", "base_url": server.url + "/v1",
+            "max_concurrency": limit}})
+        report = await kernel.batch("work.shout", [{"word": f"w{i}"} for i in range(40)], executor="ray",
+                                    chunk_size=10, concurrency=8)
+    assert (report.done, report.failed) == (40, 0), [r.error for r in report.results if not r.ok][:2]
+    assert [r.value for r in report.results[:2]] == ["W0", "W1"]
+    assert state["peak"] <= limit, f"{state['peak']} requests at once, max_concurrency {limit}"
+    if limit == 4:
+        assert state["peak"] >= 3, "both workers sent requests at once, each within its share"
+
+
+async def test_the_input_is_streamed_to_the_cluster(cluster: str, plugins: Path, tmp_path: Path) -> None:
+    """Backpressure: the driver takes a record from the input only when there is room,
+    never more than `max_in_flight` chunks (and the one being filled) ahead of the results."""
+    out = tmp_path / "out.jsonl"
+    state = {"taken": 0, "ahead": 0}
+
+    def records() -> Iterator[dict[str, int]]:
+        for i in range(1000):
+            state["taken"] += 1
+            written = len(out.read_bytes().splitlines()) if out.exists() else 0
+            state["ahead"] = max(state["ahead"], state["taken"] - written)
+            yield {"n": i, "rounds": 100}
+
+    kernel = make_kernel(plugins)
+    report = await kernel.batch("work.crunch", records(), output=out, executor="ray", chunk_size=10,
+                                max_in_flight=2, order="completed")
+    assert report.done == 1000 and state["taken"] == 1000
+    assert state["ahead"] <= 3 * 10, f"the driver read {state['ahead']} records ahead of the results"
+    assert sorted(r["result"]["n"] for r in lines(out)) == list(range(1000))
+
+
+def test_only_data_is_sent_to_the_workers(cluster: str, plugins: Path) -> None:
+    """What a task receives (the spec, the target, the chunk's arguments) and returns (the
+    outcomes) pickles to plain data and two small classes of `kernel.batch`; the task's
+    function goes by reference. No kernel, registry, service or SDK client, although the
+    driver's kernel has built an openai client."""
+    import pickle
+    import pickletools
+
+    from ray import cloudpickle  # what Ray pickles a task's function and arguments with
+
+    from kernel.batch import kernel_spec
+    from kernel.batch.work import Outcome, target_for
+    from kernel.batch.worker import run_chunk
+
+    kernel = make_kernel(plugins, services={"api": {"provider": "openai", "model": "m", "api_key": "sk-test"}})
+    kernel.services.chat("api")
+    target, _ = target_for(kernel, "work.shout")
+    sent = (kernel_spec(kernel, slots=2), target, [{"word": "w1"}], [Outcome("W1", None, None, 3, 1, 0.5)])
+    classes = set()
+    assert pickle.loads(cloudpickle.dumps(sent)) == sent
+    for op, arg, _ in pickletools.genops(pickle.dumps(sent, protocol=2)):
+        if op.name == "GLOBAL":
+            classes.add(str(arg))
+    assert classes <= {"kernel.batch.worker KernelSpec", "kernel.batch.work Target", "kernel.batch.work Outcome",
+                       "copy_reg _reconstructor", "copyreg _reconstructor", "__builtin__ object",
+                       "builtins object"}, classes
+    assert b"kernel.batch.worker" in cloudpickle.dumps(run_chunk) and len(cloudpickle.dumps(run_chunk)) < 200
+
+
+def test_the_driver_killed_on_the_cluster_then_resumed(cluster: str, site: Path, plugins: Path,
+                                                       tmp_path: Path) -> None:
+    """`kernel batch --executor ray --address ...` killed with SIGKILL in the middle, then
+    run again: nothing completed runs again, nothing is lost or written twice."""
+    import time
+
+    records = 300
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": f"r{i}", "n": i, "rounds": 60000}) + "\n"
+                                               for i in range(records)), encoding="utf-8")
+    out, log = tmp_path / "out.jsonl", plugins / "calls.log"
+    argv = [str(CONSOLE_SCRIPT), "--plugins", str(plugins), "batch", "work.crunch", "--input", "in.jsonl",
+            "--output", str(out), "--executor", "ray", "--address", cluster, "--chunk-size", "10"]
+    process = subprocess.Popen(argv, cwd=tmp_path, env=cli_env(site), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+
+    def written() -> list[dict[str, Any]]:
+        if not out.exists():
+            return []
+        return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines(keepends=True)
+                if line.endswith("\n")]
+
+    while len(written()) < records // 4:
+        assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read()!r}"
+        assert time.monotonic() < deadline, "no progress"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    pending = tmp_path / "out.pending.jsonl"
+    completed = {str(r["id"]) for r in written()}
+    if pending.exists():
+        completed |= {str(json.loads(line)["id"]) for line in pending.read_text().splitlines(keepends=True)
+                      if line.endswith("\n")}
+    assert records // 4 <= len(completed) < records, "killed in the middle"
+    time.sleep(1)  # the killed driver's tasks are cancelled by Ray; let any last one finish its log line
+    calls_before = len(log.read_text().split())
+
+    resumed = subprocess.run(argv, cwd=tmp_path, env=cli_env(site), capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    repeated = {f"r{n}" for n in log.read_text().split()[calls_before:]}
+    assert repeated and not repeated & completed, "a record that completed before the kill ran again"
+    ids = [str(r["id"]) for r in written()]
+    assert ids == [f"r{i}" for i in range(records)], "nothing lost, nothing written twice, in input order"
+    assert not pending.exists()

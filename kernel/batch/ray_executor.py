@@ -18,7 +18,9 @@
   submitted at a time; the reader waits for one to finish before reading further.
 * **Concurrency per service.** Each task takes one CPU; inside it, `concurrency` records
   run at once. Each worker's kernel gets each configured service's `max_concurrency`
-  divided by the cluster's CPUs, so the cluster as a whole stays within it.
+  divided by the cluster's CPUs (at least 1), so the cluster as a whole stays within it;
+  when a model service allows fewer calls than the cluster has CPUs, only that many
+  chunks are submitted at a time.
 """
 
 from __future__ import annotations
@@ -118,6 +120,13 @@ class RayCluster:
             self.owned = False
 
 
+def tightest_limit(kernel: Kernel) -> int | None:
+    """The smallest `max_concurrency` of the configured model services (chat, embedding)."""
+    limits = [svc.max_concurrency for svc in kernel.settings.services.values()
+              if kernel.services.kind_of(svc) in ("chat", "embedding")]
+    return min(limits, default=None)
+
+
 class RayExecutor:
     """Chunks of records as Ray tasks; workers build their kernel from a `KernelSpec`."""
 
@@ -144,6 +153,9 @@ class RayExecutor:
         ray = await self.cluster.start(secret_environment(self.kernel))
         slots = self.cluster.cpus()
         self.max_in_flight = self._max_in_flight or 2 * slots
+        tightest = tightest_limit(self.kernel)
+        if tightest is not None and tightest < slots:  # one call per task: at most that many tasks at once
+            self.max_in_flight = min(self.max_in_flight, tightest)
         spec: KernelSpec = kernel_spec(self.kernel, plugin_dirs=self.plugin_dirs, slots=slots,
                                        concurrency=self.concurrency or 8, working_dir=self.cluster.working_dir)
         self._spec = ray.put(spec)
