@@ -65,11 +65,14 @@ class EventStream:
         async def pump() -> None:
             await send({"type": "http.response.start", "status": 200, "headers": raw})
             while True:
-                try:
-                    item = await asyncio.wait_for(queue.get(), self.ping)
-                except TimeoutError:
-                    await send({"type": "http.response.body", "body": b": ping\n\n", "more_body": True})
-                    continue
+                if queue.empty():  # a timer only when there is nothing to write yet
+                    try:
+                        item = await asyncio.wait_for(queue.get(), self.ping)
+                    except TimeoutError:
+                        await send({"type": "http.response.body", "body": b": ping\n\n", "more_body": True})
+                        continue
+                else:
+                    item = queue.get_nowait()
                 if item is _DONE:
                     break
                 if isinstance(item, BaseException):
