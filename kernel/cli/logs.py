@@ -138,7 +138,11 @@ def _cost(row: dict[str, Any]) -> str:
         return "-"
     if not row.get("priced") or row.get("cost") is None:
         return "unpriced"
-    return f"${row['cost']:.4f}"
+    cost = float(row["cost"])
+    if cost >= 0.01 or cost == 0:
+        return f"${cost:.4f}"
+    text = f"{cost:.8f}".rstrip("0")  # a cheap call is not shown as free: $0.00004
+    return "$" + (f"{cost:.1e}" if text.endswith(".") else text)
 
 
 def _duration(seconds: float | None) -> str:
@@ -169,7 +173,7 @@ async def cmd_show(args: argparse.Namespace, kernel: Kernel | None) -> int:
 
     print(f"run {tree['id']}  {tree['kind']} {tree['name']}  {tree['status']}  {local_time(tree['started'])}  "
           f"{_duration(tree['duration'])}  tokens {_tokens(tree)}  cost {_cost(tree)}"
-          + (f"  [{tree['service']}/{tree['model']}]" if tree["service"] else ""))
+          + (f"  [{tree['service']}" + (f"/{tree['model']}]" if tree["model"] else "]") if tree["service"] else ""))
     if tree.get("error"):
         print(f"  error: {_cut(tree['error'], _SHOWN)}")
     for index, event in enumerate(tree["events"]):
@@ -184,7 +188,7 @@ def _show(event: dict[str, Any], indent: str, last: bool) -> None:
     children = event["children"]
     pad = inner + ("│    " if children else "     ")
     for line in _details(event):
-        print(pad + line)
+        print((pad + line).rstrip())
     for index, child in enumerate(children):
         _show(child, inner, index == len(children) - 1)
 

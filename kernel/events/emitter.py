@@ -199,8 +199,8 @@ class Emitter:
         node: Event | None = event
         while node is not None:
             node.add_usage(usage, cost)
-            if node.service is None:
-                node.service, node.model = event.service, event.model
+            if node.service is None or (node.model is None and node.service == event.service):
+                node.service, node.model = event.service, event.model  # a chat turn knows its service only
             node = node.parent
 
     # -- invocations -------------------------------------------------------------------------
