@@ -169,6 +169,18 @@ class TelemetrySettings(BaseModel):
     capture_content: bool = Field(False, description="put prompts, answers and tool arguments on spans (opt-in)")
 
 
+class BatchSettings(BaseModel):
+    """Where `kernel batch` and `kernel memory ingest` run (`kernel.batch`): `--executor` and
+    `--address` override these."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    executor: Literal["asyncio", "ray"] = Field("asyncio", description="in this process, or on a Ray cluster")
+    address: str | None = Field(
+        None, description="Ray cluster: auto, ray://HOST:10001, HOST:6379 (default: $RAY_ADDRESS, else a local one)"
+    )
+
+
 class McpServerSettings(BaseModel):
     """One MCP server, `[mcp.servers.NAME]`: a `command` run over stdio, or a streamable HTTP
     `url`. It becomes the plugin NAME: its tools, prompts and resources kernel functions."""
@@ -450,13 +462,14 @@ class KernelSettings(BaseSettings):
     journal_keep_runs: int | None = Field(None, ge=1, description="keep at most this many runs (default: all)")
     journal_queue_size: int = Field(10_000, ge=10, description="events waiting for the writer; more are dropped")
     telemetry: TelemetrySettings = Field(default_factory=lambda: TelemetrySettings.model_validate({}))
+    batch: BatchSettings = Field(default_factory=lambda: BatchSettings.model_validate({}))
     cache_dir: Path = Field(
         default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
         / "orchestration-kernel"
     )
     parse_cache: bool = Field(
         True, description="keep parsed prompt files in cache_dir/parse-cache (written only where it can be "
-        "created; not under `python -B`), so an unchanged plugin folder loads without parsing"
+        "created), so an unchanged plugin folder loads without parsing; false: nothing is written"
     )
 
     @classmethod

@@ -161,14 +161,32 @@ class Entry:
         return True
 
 
+class CacheStats:
+    """What a cache did since it was made: function files replayed from an entry (`hits`),
+    parsed and validated (`parsed`), cache files read (`files_read`) and written
+    (`files_written`)."""
+
+    __slots__ = ("files_read", "files_written", "hits", "parsed")
+
+    def __init__(self) -> None:
+        self.hits = self.parsed = self.files_read = self.files_written = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __repr__(self) -> str:
+        return f"CacheStats({', '.join(f'{k}={v}' for k, v in self.as_dict().items())})"
+
+
 class ParseCache:
     """Entries by plugin root: this process's, and those of a folder on disk (`directory`,
-    None: the process's only)."""
+    None: the process's only). `stats` counts what it did."""
 
     def __init__(self, directory: Path | None = None, *, write: bool = True) -> None:
         self.directory = directory
         self.write = write and directory is not None
         self.roots: dict[str, RootCache] = {}
+        self.stats = CacheStats()
 
     def root(self, root: Path) -> RootCache:
         key = os.path.realpath(root)
@@ -178,7 +196,7 @@ class ParseCache:
             if self.directory is not None:
                 name = _digest(f"{key}\n{FORMAT}".encode())[:32]
                 path = self.directory / f"{name}.json"
-            found = self.roots[key] = RootCache(key, path, self.write)
+            found = self.roots[key] = RootCache(key, path, self.write, self.stats)
         return found
 
     def save(self) -> None:
@@ -189,8 +207,9 @@ class ParseCache:
 class RootCache:
     """The entries of one plugin root, by (kind, plugin, path)."""
 
-    def __init__(self, root: str, path: Path | None, write: bool) -> None:
+    def __init__(self, root: str, path: Path | None, write: bool, stats: CacheStats | None = None) -> None:
         self.root, self.path, self.write = root, path, write
+        self.stats = stats if stats is not None else CacheStats()
         self.entries: dict[str, Entry] = {}
         self.loaded = path is None
         self.changed = False
@@ -209,6 +228,7 @@ class RootCache:
             if not isinstance(raw, dict):
                 return
             entries = {str(key): Entry.from_json(value) for key, value in raw.items()}
+            self.stats.files_read += 1
         except (OSError, ValueError, TypeError, AttributeError):  # absent, unreadable or corrupt
             self.changed = True  # rewritten whole at the next save
             return
@@ -226,12 +246,14 @@ class RootCache:
             mark = reader.mark()
             try:
                 if entry.fresh():
+                    self.stats.hits += 1
                     return self._replay(reader, entry, path)
             except (KeyError, TypeError, ValueError):  # an entry that does not replay: parse again
                 del reader.reported[mark:]
                 reader.problems[:] = [p for p in reader.problems if p in reader.reported]
                 reader.warnings[:] = [p for p in reader.warnings if p in reader.reported]
             del self.entries[key]
+        self.stats.parsed += 1
         return self._record(reader, key, path, loader, plugin)
 
     def _replay(self, reader: FolderReader, entry: Entry, path: Path) -> KernelFunction:
@@ -285,6 +307,7 @@ class RootCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             temporary.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
             os.replace(temporary, self.path)
+            self.stats.files_written += 1
         except OSError:  # a cache that cannot be written is no error
             with contextlib.suppress(OSError):
                 temporary.unlink(missing_ok=True)
