@@ -448,6 +448,34 @@ async def test_runs_are_listed_newest_first_and_bounded(kernel: Kernel) -> None:
         assert detail["status"] == "done" and detail["result"] == 5.0 and detail["kind"] == "invoke"
 
 
+async def test_the_journal_runs_are_listed_and_shown_once_there_is_a_journal(tmp_path: Path) -> None:
+    from tests.test_serve_security import KEY_A, bearer, keyed
+
+    kernel, _ = make_kernel(tmp_path, journal_path=str(tmp_path / "journal.db"))
+    async with client(kernel) as http:
+        assert (await http.get("/v1/runs")).json()["journal"] is None  # no journal yet
+    await kernel.aclose()
+
+    kernel, _ = make_kernel(tmp_path, journal=True, journal_path=str(tmp_path / "journal.db"))
+    async with client(kernel) as http:
+        served = (await http.post("/v1/functions/math.add/invoke", json={"arguments": {"a": 2, "b": 3}})).json()
+        assert kernel.events is not None
+        await kernel.events.commit()  # the journal's writer thread has written the run
+        listed = (await http.get("/v1/runs")).json()
+        assert [r["id"] for r in listed["runs"]] == [served["run"]]
+        [journaled] = listed["journal"]
+        assert journaled["source"] == "journal" and journaled["title"] == "math.add" and journaled["status"] == "ok"
+        detail = (await http.get(f"/v1/runs/{journaled['id']}")).json()
+        assert detail["source"] == "journal" and detail["id"] == journaled["id"]
+        assert [e["name"] for e in detail["events"]] == ["math.add"]
+        assert (await http.get("/v1/runs/nothing-like-it")).status_code == 404
+    async with client(kernel, keys=keyed()) as http:  # with keys: a key sees only its own runs, not the journal
+        listed = (await http.get("/v1/runs", headers=bearer(KEY_A))).json()
+        assert listed["journal"] is None
+        assert (await http.get(f"/v1/runs/{journaled['id']}", headers=bearer(KEY_A))).status_code == 404
+    await kernel.aclose()
+
+
 # --- memory -----------------------------------------------------------------------------------
 
 

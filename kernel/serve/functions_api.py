@@ -5,6 +5,7 @@
                                                (?stream=true: server-sent events)
     GET  /v1/runs                              recent runs (this server's, and the journal's when there is one)
     GET  /v1/runs/{id}                         one run: status, steps, events, result, pending approvals
+                                               (or a run of the journal, its events as a tree)
     POST /v1/runs/{id}/approve                 {"approval": ID, "approved": true}: answer an approval request
 
 Arguments are validated as `kernel run` validates them (the function's schema; a bad one is
@@ -16,7 +17,8 @@ A streamed invocation sends `delta` events (text as it is produced), then `resul
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..contents import FinalMessage, TextDelta
@@ -125,34 +127,75 @@ async def list_runs(request: Request, ctx: ServeContext, principal: Principal) -
     given = request.query_params.get("limit", "50")
     limit = min(max(int(given), 1), 500) if given.isdigit() else 50
     runs = [run.summary() for run in ctx.runs.recent(principal.name, ctx.everyone(principal), limit)]
-    journal = await _journal_runs(limit) if ctx.everyone(principal) else None
+    journal = await _journal_runs(ctx, limit) if ctx.everyone(principal) else None
     return json_response({"runs": runs, "journal": journal})
 
 
-async def _journal_runs(limit: int) -> list[dict[str, Any]] | None:
-    """The runs of the kernel's journal (`kernel.events`), when the installed kernel has
-    one; None otherwise."""
-    import importlib
-    import importlib.util
+def _journal_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A run of the journal in the shape of the server's own runs."""
+    started, duration = row.get("started"), row.get("duration")
+    tokens_in, tokens_out = int(row.get("input_tokens") or 0), int(row.get("output_tokens") or 0)
+    return {"id": row.get("id"), "kind": row.get("kind"), "title": row.get("name"), "status": row.get("status"),
+            "created": started, "finished": started + duration if started is not None and duration is not None
+            else None, "usage": {"input_tokens": tokens_in, "output_tokens": tokens_out,
+                                 "total_tokens": tokens_in + tokens_out},
+            "cost": row.get("cost"), "error": row.get("error"), "service": row.get("service"),
+            "model": row.get("model"), "source": "journal"}
 
-    if importlib.util.find_spec("kernel.events") is None:
-        return None
+
+async def _read_journal(ctx: ServeContext, read: Callable[[Any], Any]) -> Any:
+    """`read(reader)` over the kernel's journal (`journal_path` / `journal_dsn`) in a worker
+    thread; None when there is no journal yet."""
+    from ..events import JournalStoreError, open_reader
+
+    def work() -> Any:
+        try:
+            reader = open_reader(ctx.kernel.settings)
+        except JournalStoreError:
+            return None  # nothing journaled yet
+        with reader:
+            return read(reader)
+
+    return await asyncio.to_thread(work)
+
+
+async def _journal_runs(ctx: ServeContext, limit: int) -> list[dict[str, Any]] | None:
+    """The most recent runs of the journal; None when there is none."""
     try:
-        events = importlib.import_module("kernel.events")
-        reader = getattr(events, "recent_runs", None)
-        if reader is None:
-            return None
-        found = reader(limit=limit)
-        if hasattr(found, "__await__"):
-            found = await found
-        return [jsonable(item) for item in found]
+        rows = await _read_journal(ctx, lambda reader: reader.runs(limit=limit))
     except Exception as exc:  # the journal is a view: its failure never fails the request
-        return [{"error": problem_for(exc)[1]["detail"]}]
+        return [{"error": problem_for(exc)[1]["detail"], "source": "journal"}]
+    return None if rows is None else [jsonable(_journal_row(row)) for row in rows]
+
+
+async def _journal_run(ctx: ServeContext, run_id: str) -> dict[str, Any] | None:
+    """One run of the journal with its events as a tree, or None."""
+
+    def read(reader: Any) -> Any:
+        try:
+            return reader.tree(run_id)
+        except LookupError:
+            return None
+
+    try:
+        tree = await _read_journal(ctx, read)
+    except Exception:
+        return None
+    if tree is None:
+        return None
+    return {**_journal_row(tree), "events": jsonable(tree.get("events", []))}
 
 
 async def get_run(request: Request, ctx: ServeContext, principal: Principal) -> Any:
-    """One run, with its events."""
-    run = ctx.runs.get(request.path_params["run"], principal.name, ctx.everyone(principal))
+    """One run, with its events (a run of the journal when the server has no keys)."""
+    run_id = request.path_params["run"]
+    try:
+        run = ctx.runs.get(run_id, principal.name, ctx.everyone(principal))
+    except HttpProblem:
+        journaled = await _journal_run(ctx, run_id) if ctx.everyone(principal) and run_id.isprintable() else None
+        if journaled is None:
+            raise
+        return json_response(journaled)
     return json_response(run.detail())
 
 

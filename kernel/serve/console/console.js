@@ -527,7 +527,7 @@ async function loadRuns() {
 async function showRun(run) {
   const detail = $("run-detail");
   detail.classList.remove("hidden");
-  if (run.source !== "server") { detail.textContent = show(run); return; }
+  if (!run.id) { detail.textContent = show(run); return; }  // a journal that could not be read
   try {
     detail.textContent = show(await api("GET", `/v1/runs/${encodeURIComponent(run.id)}`));
   } catch (error) {
