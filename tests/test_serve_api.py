@@ -519,6 +519,19 @@ async def test_memory_ingests_uploads_and_searches(kernel: Kernel) -> None:
 # --- the document and the console -------------------------------------------------------------
 
 
+def test_the_web_stack_loads_only_when_a_server_is_built() -> None:
+    from tests.test_import import loaded_after
+
+    web = {"starlette", "uvicorn", "multipart", "python_multipart"}
+    quiet = loaded_after("import kernel\nfrom kernel import Kernel, KernelSettings\nimport kernel.serve\n"
+                         "k = Kernel(KernelSettings(), load_entry_points=False)\nk.settings.serve\n"
+                         "from kernel.cli import build_parser\nbuild_parser(['serve'])")
+    assert not quiet & web, f"loaded by import kernel / Kernel() / the CLI parser: {quiet & web}"
+    built = loaded_after("from kernel import Kernel, KernelSettings\nfrom kernel.serve import create_app\n"
+                         "create_app(Kernel(KernelSettings(), load_entry_points=False))")
+    assert "starlette" in built  # the probe can see it when it is there
+
+
 async def test_the_openapi_document_covers_every_route(kernel: Kernel) -> None:
     app = create_app(kernel)
     async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://127.0.0.1") as http:
