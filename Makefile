@@ -28,7 +28,8 @@ demo: $(STAMP)
 # Debian's Chromium for the web console's browser tests: Playwright drives it (Playwright's own
 # browser download is not used). Installed once, when missing.
 browser:
-	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium)
+	command -v chromium >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
