@@ -354,3 +354,42 @@ async def test_the_input_is_streamed_with_backpressure(order: str, tmp_path: Pat
         assert taken_when_first_finished[0] <= window + 1, (
             f"{taken_when_first_finished[0]} records read while the first one ran (window {window})")
         assert results == list(range(3000))
+
+
+def test_ray_and_pyarrow_are_imported_only_when_used(tmp_path: Path) -> None:
+    """`import kernel`, the batch wing, its command and an asyncio batch over a .jsonl file
+    import neither Ray nor pyarrow (the `[ray]` extra): only a Ray run, or a .parquet input."""
+    code = (
+        "import asyncio, sys\n"
+        "import kernel, kernel.batch, kernel.cli.batch, kernel.batch.ray_executor, kernel.batch.ingest\n"
+        "from kernel import Kernel, KernelSettings\n"
+        "k = Kernel(KernelSettings(), load_entry_points=False)\n"
+        "open('in.jsonl', 'w').write('{\"a\": 1, \"b\": 2}\\n')\n"
+        "report = asyncio.run(k.batch('math.add', 'in.jsonl', output='out.jsonl'))\n"
+        "assert report.done == 1, report\n"
+        "print(sorted(m for m in ('ray', 'pyarrow') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+
+
+async def test_a_record_without_a_required_field_names_the_field_and_the_record(setup: tuple[Kernel, Calls],
+                                                                              tmp_path: Path) -> None:
+    """Checked before the record is sent anywhere: the error says which field is missing
+    (through `--map`), for which argument of which function, under the record's own id."""
+    kernel, calls = setup
+    source = tmp_path / "in.csv"
+    source.write_text("key,who,mark\nk1,Ada,?\nk2,,!\n", encoding="utf-8")
+    report = await kernel.batch("t.greet", source, output=tmp_path / "out.jsonl",
+                                mapping={"name": "who", "punctuation": "mark"}, id_field="key")
+    assert (report.done, report.failed) == (1, 1)
+    [error] = lines(tmp_path / "out.errors.jsonl")
+    assert error["id"] == "k2" and error["error"] == "ArgumentError"
+    assert error["message"] == ("parameter 'name' of t.greet: missing required argument: the record has no field "
+                                "'who'")
+    plan = {"goal": "g", "steps": [{"id": "s1", "function": "t.square", "arguments": {"n": "$input.n"}}]}
+    report = await kernel.batch(plan, [{"n": 3}, {"m": 3}])
+    assert report.results[1].error_type == "ArgumentError" and "no field 'n'" in str(report.results[1].error)
+    assert calls.seen == [3]

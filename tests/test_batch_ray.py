@@ -440,3 +440,25 @@ def test_the_driver_killed_on_the_cluster_then_resumed(cluster: str, site: Path,
     ids = [str(r["id"]) for r in written()]
     assert ids == [f"r{i}" for i in range(records)], "nothing lost, nothing written twice, in input order"
     assert not pending.exists()
+
+
+async def test_the_executor_and_address_from_the_configuration(cluster: str, plugins: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """`[batch] executor` and `address` in kernel.toml (or `KERNEL_BATCH__EXECUTOR` in the
+    environment or .env) choose Ray without an argument; an argument overrides them."""
+    from kernel.errors import ConfigurationError
+
+    config = tmp_path / "kernel.toml"
+    config.write_text(f'plugin_dirs = ["{plugins}"]\n\n[batch]\nexecutor = "ray"\naddress = "{cluster}"\n',
+                      encoding="utf-8")
+    kernel = Kernel(KernelSettings.load(config))
+    report = await kernel.batch("work.crunch", [{"n": 1, "rounds": 10}])
+    assert report.executor == "ray" and report.results[0].value["pid"] != os.getpid()
+    assert (await kernel.batch("work.crunch", [{"n": 1}], executor="asyncio")).executor == "asyncio"
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("KERNEL_BATCH__EXECUTOR=ray\n", encoding="utf-8")
+    assert KernelSettings.load().batch.executor == "ray"
+    (tmp_path / ".env").write_text("KERNEL_BATCH__EXECUTOR=spark\n", encoding="utf-8")
+    with pytest.raises(ConfigurationError, match=r"batch\.executor"):
+        KernelSettings.load()

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from kernel.settings import (
     AgentSettings,
+    BatchSettings,
     KernelSettings,
     LogSettings,
     Price,
@@ -93,6 +94,7 @@ def _fields(model: type[BaseModel], prefix: str) -> list[tuple[str, str]]:
         (LogSettings, "KERNEL_LOG__"),
         (Price, "KERNEL_PRICES__MODEL__"),
         (ServeSettings, "KERNEL_SERVE__"),
+        (BatchSettings, "KERNEL_BATCH__"),
         (ServeKeySettings, "KERNEL_SERVE__KEYS__NAME__"),
         (AgentSettings, "KERNEL_SERVE__AGENTS__NAME__"),
     ],

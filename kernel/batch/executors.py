@@ -9,14 +9,14 @@ cluster, queue or scheduler of its own:
   `max_concurrency`, with its retries, fallbacks and breaker (the resilience layer).
 * `ray`: chunks of records as Ray tasks (`kernel.batch.ray_executor`).
 
-The executor is chosen by argument (`--executor`), else by `KERNEL_BATCH_EXECUTOR`; the
-Ray address by `--address`, else `KERNEL_BATCH_ADDRESS`, else Ray's own `RAY_ADDRESS`,
-else a local cluster is started for the run.
+The executor is chosen by argument (`--executor`), else by the configuration
+(`[batch] executor`, `KERNEL_BATCH__EXECUTOR`); the Ray address by `--address`, else
+`[batch] address` (`KERNEL_BATCH__ADDRESS`), else Ray's own `RAY_ADDRESS`, else a local
+cluster is started for the run.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 __all__ = ["EXECUTORS", "AsyncioExecutor", "Executor", "make_executor"]
 
 EXECUTORS = ("asyncio", "ray")
-EXECUTOR_VARIABLE = "KERNEL_BATCH_EXECUTOR"
-ADDRESS_VARIABLE = "KERNEL_BATCH_ADDRESS"
 DEFAULT_CONCURRENCY = 16
 
 
@@ -76,12 +74,18 @@ class AsyncioExecutor:
         return None
 
 
-def executor_name(name: str | None) -> str:
-    chosen = (name or os.environ.get(EXECUTOR_VARIABLE) or "asyncio").strip().lower()
+def executor_name(name: str | None, kernel: Kernel) -> str:
+    """The executor asked for, else the configured one (`[batch] executor`)."""
+    chosen = (name or kernel.settings.batch.executor).strip().lower()
     if chosen not in EXECUTORS:
-        raise ConfigurationError(f"unknown executor {chosen!r}; expected one of {', '.join(EXECUTORS)}"
-                                 + ("" if name else f" (from {EXECUTOR_VARIABLE})"))
+        raise ConfigurationError(f"unknown executor {chosen!r}; expected one of {', '.join(EXECUTORS)}")
     return chosen
+
+
+def cluster_address(address: str | None, kernel: Kernel) -> str | None:
+    """The Ray address asked for, else the configured one (`[batch] address`); None: Ray's
+    `RAY_ADDRESS`, else a local cluster."""
+    return address or kernel.settings.batch.address or None
 
 
 def make_executor(
@@ -97,8 +101,8 @@ def make_executor(
     plugin_dirs: Iterable[str | Path] = (),
     ray_options: Mapping[str, Any] | None = None,
 ) -> Executor:
-    """The executor `name` (else `$KERNEL_BATCH_EXECUTOR`, else asyncio) for one batch."""
-    chosen = executor_name(name)
+    """The executor `name` (else the configured one, else asyncio) for one batch."""
+    chosen = executor_name(name, kernel)
     if concurrency is not None and concurrency < 1:
         raise ConfigurationError(f"concurrency must be at least 1, not {concurrency}")
     if chosen == "asyncio":
@@ -106,6 +110,6 @@ def make_executor(
                                chunk_size=chunk_size)
     from .ray_executor import RayExecutor
 
-    return RayExecutor(kernel, target, address=address or os.environ.get(ADDRESS_VARIABLE) or None,
+    return RayExecutor(kernel, target, address=cluster_address(address, kernel),
                        concurrency=concurrency, chunk_size=chunk_size, max_in_flight=max_in_flight,
                        plugin_dirs=plugin_dirs, options=ray_options)

@@ -82,19 +82,17 @@ async def memory_for(
     """A `SemanticMemory` over the kernel's services, its embedding done by `executor`
     (`"asyncio"`: in this process; `"ray"`: on the cluster at `address`)."""
     from ..memory import SemanticMemory
-    from .executors import ADDRESS_VARIABLE, executor_name
+    from .executors import cluster_address, executor_name
 
-    chosen = executor_name(executor)
+    chosen = executor_name(executor, kernel)
     if chosen == "asyncio":
         yield SemanticMemory(kernel.services.embedding(embedding), kernel.services.memory(store))
         return
     check_store(kernel, store)
-    import os
-
     from .ray_executor import MAX_RETRIES, RayCluster
     from .worker import embed_chunk, embedding_info, kernel_spec, secret_environment
 
-    cluster = RayCluster(address or os.environ.get(ADDRESS_VARIABLE) or None, ray_options)
+    cluster = RayCluster(cluster_address(address, kernel), ray_options)
     ray = await cluster.start(secret_environment(kernel))
     try:
         slots = cluster.cpus()

@@ -145,7 +145,7 @@ class ResultWriter:
                 if self._out is None:  # kept in memory, in their turn with the results
                     done.append(("", BatchResult(record.id, None, outcome.error, outcome.error_type or "Error")))
                 else:
-                    self.fail(record.id, record.key, outcome.error_type or "Error", outcome.error)
+                    self.fail(record.id, record.key or None, outcome.error_type or "Error", outcome.error)
                 continue
             line = outcome.line if outcome.line is not None else _result_line(record, outcome)
             result = BatchResult(record.id, outcome.value, None, None, outcome.input_tokens, outcome.output_tokens,

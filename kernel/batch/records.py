@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigurationError, KernelError
+from ..errors import ArgumentError, ConfigurationError, KernelError
 
-__all__ = ["FORMATS", "RawRecord", "Record", "count_records", "prepare", "read_records", "record_key", "work_key"]
+__all__ = ["FORMATS", "RawRecord", "Record", "count_records", "prepare", "read_records", "record_id", "record_key",
+           "work_key"]
 
 FORMATS = (".jsonl", ".ndjson", ".csv", ".parquet")
 _PARQUET_BATCH = 1024
@@ -69,21 +70,29 @@ def record_key(identity: Any, arguments: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
+def record_id(raw: RawRecord, id_field: str) -> Any:
+    """The record's `id_field`, else its position."""
+    found = raw.fields.get(id_field) if raw.fields is not None else None
+    return raw.position if found is None or found == "" else found
+
+
 def prepare(raw: RawRecord, parameters: Iterable[str], mapping: Mapping[str, str], id_field: str,
-            identity: Any) -> Record:
-    """The record's id, arguments and key (raises KernelError for a record that is not an object)."""
+            identity: Any, required: Iterable[str] = (), label: str = "") -> Record:
+    """The record's id, arguments and key. Raises KernelError for a record that is not an
+    object, ArgumentError (naming the field) for one without a field a required argument takes."""
     fields = raw.fields
     if fields is None:
         raise KernelError(raw.error or "unreadable record")
-    record_id = fields.get(id_field)
-    if record_id is None or record_id == "":
-        record_id = raw.position
     arguments: dict[str, Any] = {}
     for name in parameters:
         field = mapping.get(name, name)
         if field in fields:
             arguments[name] = fields[field]
-    return Record(raw.position, record_id, arguments, record_key(identity, arguments))
+    for name in required:
+        if name not in arguments:
+            raise ArgumentError(label, name, f"missing required argument: the record has no field "
+                                             f"{mapping.get(name, name)!r}")
+    return Record(raw.position, record_id(raw, id_field), arguments, record_key(identity, arguments))
 
 
 # --- readers -----------------------------------------------------------------------------------

@@ -21,8 +21,8 @@ from ..errors import ArgumentError, KernelError
 from .executors import make_executor
 from .output import BatchResult, Order, ResultWriter, ResumeState
 from .progress import BatchProgress
-from .records import Record, count_records, prepare, read_records
-from .work import Outcome, target_for
+from .records import RawRecord, Record, count_records, prepare, read_records, record_id
+from .work import Outcome, Target, target_for
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
@@ -127,7 +127,7 @@ async def run_batch(
         await chosen.start()
         report.startup_seconds = time.perf_counter() - starting
         run = _Run(chosen, writer, report, bar, started, fail_fast)
-        await run.feed(read_records(records), target.parameters, mapping, id_field, target.identity, state)
+        await run.feed(read_records(records), target, mapping, id_field, state)
         finished = report.stopped is None
     finally:
         report.seconds = time.perf_counter() - started
@@ -148,26 +148,26 @@ class _Run:
         self.running: dict[asyncio.Task[list[Outcome]], tuple[int, list[Record]]] = {}
         self.slot = 0
 
-    async def feed(self, raws: Iterable[Any], parameters: tuple[str, ...], mapping: Mapping[str, str],
-                   id_field: str, identity: Any, state: ResumeState) -> None:
+    async def feed(self, raws: Iterable[RawRecord], target: Target, mapping: Mapping[str, str], id_field: str,
+                   state: ResumeState) -> None:
         chunk: list[tuple[Record, Outcome | None]] = []
         size = max(1, self.executor.chunk_size)
         try:
             for raw in raws:
                 try:
-                    record = prepare(raw, parameters, mapping, id_field, identity)
-                except KernelError as exc:
-                    self.writer.fail(raw.position, None, "RecordError", str(exc))
-                    self._failed(raw.position)
-                    if self.report.stopped:
-                        break
-                    continue
-                key = record.state_key
-                if key in state.done:
-                    self.report.skipped += 1
-                    continue
-                line = state.recovered.pop(key, None)
-                chunk.append((record, None if line is None else Outcome(line=line)))
+                    record = prepare(raw, target.parameters, mapping, id_field, target.identity, target.required,
+                                     target.label)
+                except KernelError as exc:  # a failed outcome, written in its turn
+                    kind = "RecordError" if type(exc) is KernelError else type(exc).__name__
+                    failed = Record(raw.position, record_id(raw, id_field), {}, "")
+                    chunk.append((failed, Outcome(error=str(exc), error_type=kind)))
+                else:
+                    key = record.state_key
+                    if key in state.done:
+                        self.report.skipped += 1
+                        continue
+                    line = state.recovered.pop(key, None)
+                    chunk.append((record, None if line is None else Outcome(line=line)))
                 if len(chunk) >= size:
                     self._submit(chunk)
                     chunk = []

@@ -38,11 +38,13 @@ class Outcome:
 @dataclass(frozen=True, slots=True)
 class Target:
     """What every record runs: a function by name, or a plan (its JSON form). `parameters`:
-    the names a record's fields fill (the function's parameters, the plan's inputs)."""
+    the names a record's fields fill (the function's parameters, the plan's inputs);
+    `required`: those without a default."""
 
     function: str | None
     plan: Mapping[str, Any] | None
     parameters: tuple[str, ...]
+    required: tuple[str, ...] = ()
 
     @property
     def identity(self) -> Any:
@@ -65,7 +67,8 @@ def target_for(kernel: Kernel, function: Any) -> tuple[Target, Any]:
         function = kernel.get_function(function)
     if isinstance(function, KernelFunction):
         names = tuple(p.name for p in function.parameters)
-        return Target(function.fully_qualified_name, None, names), function
+        required = tuple(p.name for p in function.parameters if p.required)
+        return Target(function.fully_qualified_name, None, names, required), function
     plan = function if isinstance(function, Plan) else Plan.from_dict(function)
     inputs = dict.fromkeys(plan.inputs)
     for step in plan.steps:
@@ -73,7 +76,8 @@ def target_for(kernel: Kernel, function: Any) -> tuple[Target, Any]:
             if isinstance(ref, InputRef):
                 inputs[ref.name] = None
     plan.validate(kernel, input_names=inputs.keys())
-    return Target(None, plan.to_dict(), tuple(inputs)), plan
+    required = tuple(name for name in inputs if name not in plan.inputs)
+    return Target(None, plan.to_dict(), tuple(inputs), required), plan
 
 
 def resolve_target(kernel: Kernel, target: Target) -> Any:

@@ -57,10 +57,10 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                         help="write results in input order, or as they complete")
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first failed record")
     parser.add_argument("--executor", choices=["asyncio", "ray"], default=None,
-                        help="where records run: in this process, or on Ray (default: $KERNEL_BATCH_EXECUTOR, "
+                        help="where records run: in this process, or on Ray (default: [batch] executor, "
                              "else asyncio)")
     parser.add_argument("--address", metavar="ADDR",
-                        help="Ray cluster: auto, ray://HOST:10001, HOST:6379 (default: $KERNEL_BATCH_ADDRESS, "
+                        help="Ray cluster: auto, ray://HOST:10001, HOST:6379 (default: [batch] address, "
                              "$RAY_ADDRESS, else a local cluster for the run)")
     parser.add_argument("--working-dir", metavar="DIR",
                         help="a folder Ray ships to every worker (runtime_env working_dir); plugin folders inside "

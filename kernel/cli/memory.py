@@ -82,9 +82,9 @@ def register_commands(register: RegisterCommand) -> None:
                         help="take over a source root name that holds another folder's chunks (a moved folder)")
     ingest.add_argument("--executor", choices=["asyncio", "ray"], default=None,
                         help="embed in this process, or on Ray workers (a PostgreSQL store; default: "
-                             "$KERNEL_BATCH_EXECUTOR, else asyncio)")
+                             "[batch] executor, else asyncio)")
     ingest.add_argument("--address", metavar="ADDR", help="Ray cluster address for --executor ray (default: "
-                        "$KERNEL_BATCH_ADDRESS, $RAY_ADDRESS, else a local cluster)")
+                        "[batch] address, $RAY_ADDRESS, else a local cluster)")
     services(ingest)
     ingest.set_defaults(handler=ingest_command)
 
