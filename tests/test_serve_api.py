@@ -163,6 +163,33 @@ async def test_kernel_model_streams_openai_chunks_with_the_tool_calls(tmp_path: 
     await kernel.aclose()
 
 
+async def test_a_configured_agent_is_a_kernel_model_with_its_service_system_functions_and_settings(
+        tmp_path: Path) -> None:
+    kernel, default = make_kernel(tmp_path)
+    helper = ScriptedChatModel([tool_call("math.multiply", a=6, b=7), "42, tersely."])
+    kernel.services.add_service("helper-model", helper)
+    agents = {"helper": AgentSettings(service="helper-model", system="Answer tersely.", functions=["math"],
+                                      settings={"temperature": 0.7, "max_tokens": 30})}
+    async with client(kernel, agents=agents) as http:
+        answer = await http.post("/v1/chat/completions", json={
+            "model": "helper", "temperature": 0, "messages": [{"role": "user", "content": "6 x 7?"}]})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["model"] == "helper" and body["choices"][0]["message"]["content"] == "42, tersely."
+        assert body["kernel"]["tool_calls"][0]["function"] == "math.multiply"
+        assert body["kernel"]["tool_calls"][0]["content"] == "42.0"
+        first = helper.requests[0]
+        assert [(m.role, m.content) for m in first.messages] == [("system", "Answer tersely."), ("user", "6 x 7?")]
+        assert {spec.name.split("-")[0] for spec in first.tools} == {"math"}  # only the agent's functions
+        assert first.settings == {"temperature": 0, "max_tokens": 30}  # the client's win over the agent's
+        assert default.requests == []  # the default chat service was not used
+        outside = await http.post("/v1/chat/completions", json={
+            "model": "helper", "messages": [{"role": "user", "content": "x"}],
+            "tool_choice": {"type": "function", "function": {"name": "text-upper"}}})
+        assert outside.status_code == 400 and "does not offer" in outside.json()["detail"]
+    await kernel.aclose()
+
+
 async def test_a_service_model_passes_the_clients_tools_through(tmp_path: Path) -> None:
     kernel, model = make_kernel(tmp_path, tool_call("get_weather", city="Paris"), "Sunny in Paris.",
                                 tool_call("get_weather", city="Oslo"))

@@ -271,6 +271,31 @@ async def test_a_client_that_hangs_up_before_the_answer_cancels_the_model_call(t
     await kernel.aclose()
 
 
+async def test_an_idle_stream_is_kept_alive_and_a_busy_one_loses_no_frame() -> None:
+    from kernel.serve.sse import EventStream, frame
+
+    async def events() -> AsyncIterator[bytes]:
+        await asyncio.sleep(0.35)  # the model thinks: the stream pings meanwhile
+        for index in range(500):  # then a burst, faster than it is written
+            yield frame({"n": index})
+
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()  # the client stays
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    stream = EventStream(events(), timeout=10, ping=0.1, on_error=lambda exc: b"")
+    await stream({"type": "http"}, receive, send)
+    body = b"".join(m.get("body", b"") for m in sent).decode()
+    assert body.startswith(": ping\n\n") and body.count(": ping") >= 2
+    assert [d["n"] for _, d in frames(body)] == list(range(500))
+    assert stream.outcome == "done" and sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+
+
 # --- browsers ---------------------------------------------------------------------------------
 
 
