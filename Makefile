@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
 	# llama-cpp-python compiles from source the first time (about 8 minutes on 2 cores); no
 	# cached wheel is reused, since pip's cache does not know the build flags.
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet --no-cache-dir -e ".[local,server,postgres,test,mcp,ray,serve]"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet --no-cache-dir -e ".[local,server,postgres,test,mcp,ray,serve,otel]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SDKS = ("openai", "anthropic", "llama_cpp", "torch", "sentence_transformers", "psycopg")
+SDKS = ("openai", "anthropic", "llama_cpp", "torch", "sentence_transformers", "psycopg", "opentelemetry")
 # Loaded when first needed, not by `from kernel import Kernel`.
 DEFERRED = ("jinja2", "pydantic", "pydantic_settings", "structlog", "pluggy")
 

@@ -7,6 +7,7 @@ layer and memory are the real ones, the model the scripted one."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -281,3 +282,35 @@ print("ok")
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_the_console_sample_prints_the_span_tree(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL_")}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run([sys.executable, str(ROOT / "samples" / "telemetry_console.py")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    decoder, text, spans = json.JSONDecoder(), done.stdout, []
+    index = text.find("{")
+    while index != -1:
+        span, end = decoder.raw_decode(text, index)
+        spans.append(span)
+        index = text.find("{", end)
+    assert text.rstrip().endswith("6 times 7 is 42.")
+    by_name = {span["name"]: span for span in spans}
+    assert sorted(by_name) == ["answer a question", "chat scripted-model", "execute_tool math.multiply",
+                               "invoke_agent chat", "invoke_agent math.multiply"]
+    assert len(spans) == 6  # two model calls
+
+    def parent(name: str) -> str:
+        return next(s["name"] for s in spans if s["context"]["span_id"] == by_name[name]["parent_id"])
+
+    assert parent("invoke_agent chat") == "answer a question"
+    assert parent("execute_tool math.multiply") == "invoke_agent chat"
+    assert parent("invoke_agent math.multiply") == "execute_tool math.multiply"
+    assert all(parent(s["name"]) == "invoke_agent chat" for s in spans if s["name"] == "chat scripted-model")
+    tool = by_name["execute_tool math.multiply"]["attributes"]
+    assert tool["gen_ai.tool.name"] == "math.multiply" and tool["gen_ai.tool.call.arguments"] == '{"a": 6, "b": 7}'
+    assert "gen_ai.usage.input_tokens" not in by_name["invoke_agent math.multiply"]["attributes"]  # no model call
+    turn = by_name["invoke_agent chat"]["attributes"]
+    assert turn["gen_ai.usage.input_tokens"] == 20 and turn["gen_ai.usage.output_tokens"] == 10

@@ -210,7 +210,8 @@ class OtelSink:
         if event.status == "error":
             attributes["error.type"] = event.error_type or "_OTHER"
         usage = event.usage
-        if usage is not None and kind not in ("tool", "prompt"):
+        if usage is not None and kind not in ("tool", "prompt") and (usage.requests or usage.input_tokens
+                                                                     or usage.output_tokens):  # no model: no usage
             attributes["gen_ai.usage.input_tokens"] = usage.input_tokens
             attributes["gen_ai.usage.output_tokens"] = usage.output_tokens
             if usage.cached_tokens:
