@@ -188,10 +188,78 @@ def _restore(text: str) -> str:
     return _MARKED.sub(lambda m: chr(ord(m.group(1)) - _PLANE), text) if _MARKER in text else text
 
 
+_SIMPLE_MESSAGE = re.compile(r'\s*<message role="([a-z]+)">([^<]*)</message>')
+_REFERENCE = re.compile(r"&(?:(lt|gt|amp|quot|apos)|#([0-9]{1,7})|#x([0-9a-fA-F]{1,6}));")
+_NAMED = {"lt": "<", "gt": ">", "amp": "&", "quot": '"', "apos": "'"}
+
+
+def _xml_char(code: int) -> bool:
+    return code in (0x9, 0xA, 0xD) or 0x20 <= code <= 0xD7FF or 0xE000 <= code <= 0xFFFD or 0x10000 <= code <= 0x10FFFF
+
+
+def _decode_references(text: str) -> str | None:
+    """`text` with XML's character references decoded, as expat decodes character data;
+    None when it holds anything else after an `&` (the parser decides then)."""
+    out: list[str] = []
+    pos = 0
+    while (amp := text.find("&", pos)) >= 0:
+        match = _REFERENCE.match(text, amp)
+        if match is None:
+            return None
+        named, decimal, hexadecimal = match.groups()
+        if named is not None:
+            out += [text[pos:amp], _NAMED[named]]
+        else:
+            code = int(decimal, 10) if decimal is not None else int(hexadecimal, 16)
+            if not _xml_char(code):
+                return None
+            out += [text[pos:amp], chr(code)]
+        pos = match.end()
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _simple_messages(prompt: str) -> list[ChatMessage] | None:
+    """The messages of a prompt that is only `<message role="...">text</message>` elements
+    (the common case), without building a parser; None for anything else: other markup,
+    attributes, unknown roles, carriage returns (XML normalises them), `]]>`, or a reference
+    the parser may reject. Gives what `parse_chat`'s parser gives for those prompts."""
+    if "\r" in prompt or "]]>" in prompt or not prompt.startswith("<message"):
+        return None
+    messages: list[ChatMessage] = []
+    pos, end = 0, len(prompt)
+    while pos < end:
+        match = _SIMPLE_MESSAGE.match(prompt, pos)
+        if match is None:
+            return None
+        role, content = match.groups()
+        if role not in MESSAGE_ROLES:
+            return None
+        if "&" in content:
+            decoded = _decode_references(content)
+            if decoded is None:
+                return None
+            content = decoded
+        messages.append(ChatMessage("system" if role == "developer" else role, content))  # type: ignore[arg-type]
+        pos = match.end()
+    return messages or None
+
+
 def parse_chat(rendered: str) -> list[ChatMessage]:
     """Split a rendered template into chat messages, as SK does (see the module docstring)."""
     prompt = rendered.strip()
     forbidden = _FORBIDDEN.search(prompt) is not None
+    messages = None if forbidden else _simple_messages(prompt)
+    if messages is None:
+        return parsed_messages(prompt, forbidden)
+    if len(messages) == 1 and messages[0].role == "system":
+        messages[0].role = "user"
+    return messages
+
+
+def parsed_messages(prompt: str, forbidden: bool) -> list[ChatMessage]:
+    """`parse_chat` by the XML parser, for any prompt (`forbidden`: it holds characters
+    XML forbids)."""
     protected = _FORBIDDEN.sub(lambda m: _MARKER + chr(_PLANE + ord(m.group())), prompt) if forbidden else prompt
     try:
         root = _parse(protected)

@@ -302,8 +302,9 @@ class CompiledTemplate:
                     if size > MAX_OUTPUT_CHARS:
                         raise SecurityError(f"rendered output exceeds {MAX_OUTPUT_CHARS:,} characters")
                     parts.append(chunk)
-            else:
-                for chunk in self.template.generate(context):
+            else:  # the compiled root function itself: `Template.generate` adds a generator per chunk
+                template = self.template
+                for chunk in template.root_render_func(template.new_context(context)):
                     size += len(chunk)
                     if size > MAX_OUTPUT_CHARS:
                         raise SecurityError(f"rendered output exceeds {MAX_OUTPUT_CHARS:,} characters")
