@@ -324,6 +324,13 @@ async def test_invoke_gives_the_value_usage_and_cost(tmp_path: Path) -> None:
     event, result = events[-1]
     assert event == "result" and result["value"] == "Hi Bob!" and result["usage"]["total_tokens"] == 15
     assert result["cost"] == pytest.approx(20 / 1e6)
+    async with client(kernel) as http:  # a native function streamed: one result, its value typed
+        native = frames((await http.post("/v1/functions/math.add/invoke?stream=true",
+                                          json={"arguments": {"a": 2, "b": 3}})).text)
+        failed = frames((await http.post("/v1/functions/math.divide/invoke?stream=true",
+                                          json={"arguments": {"a": 2, "b": 0}})).text)
+    assert [e for e, _ in native] == ["result"] and native[0][1]["value"] == 5.0
+    assert failed[-1][0] == "error" and failed[-1][1]["error_type"] == "ArgumentError"
     await kernel.aclose()
 
 

@@ -11,8 +11,9 @@
 Arguments are validated as `kernel run` validates them (the function's schema; a bad one is
 a 422 naming the parameter). A function marked `needs_approval` is refused (403) unless
 `serve.allow_needs_approval`: run it in a plan, whose gated steps ask for approval.
-A streamed invocation sends `delta` events (text as it is produced), then `result`
-(`{"value", "usage", "cost"}`), or `error` (problem details).
+A streamed invocation sends `delta` events (text as a prompt function produces it), then
+`result` (`{"value", "usage", "cost"}`, the value typed as without streaming), or `error`
+(problem details).
 """
 
 from __future__ import annotations
@@ -98,6 +99,14 @@ async def _invoke(ctx: ServeContext, run: Run, fn: KernelFunction, args: dict[st
 async def _stream(ctx: ServeContext, run: Run, fn: KernelFunction, args: dict[str, Any],
                   path: str) -> AsyncIterator[bytes]:
     final: FinalMessage | None = None
+    if not fn.streams:  # a native function produces no text as it goes: one `result`, its value typed
+        try:
+            done = await _invoke(ctx, run, fn, args)
+        except Exception as exc:
+            yield problem_frame(exc, path)
+            return
+        yield frame(done, event="result")
+        return
     with metered(ctx.kernel) as meter:
         try:
             async for event in ctx.kernel.invoke_stream(fn, args):
