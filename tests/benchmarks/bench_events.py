@@ -115,7 +115,8 @@ async def _bench(folder: Path) -> list[Row]:
         await off.invoke(fn_off)
     bare = (time.perf_counter() - start) / count
     rows.append((f"invoke, journal on, writer included ({count:,} invokes then flush) (vs events off)", whole, bare))
-    assert journal.written - written == count and journal.dropped == 0, (journal.written - written, journal.dropped, journal.failures)
+    assert journal.written - written == count and journal.dropped == 0, (
+        journal.written - written, journal.dropped, journal.failures)
 
     memory = kernels["memory"]
     fn_memory = memory.get_function("bench.trivial")

@@ -22,7 +22,7 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,8 @@ Row = tuple[Any, ...]
 CALLS = 1000
 ROUNDS = 3
 DIMENSION = 384
-WORDS = ("orbit delta kernel prompt river amber cobalt vector signal harbor lantern meadow quartz "
-         "sparrow tundra velvet willow zenith anchor beacon").split()
+WORDS = ["orbit", "delta", "kernel", "prompt", "river", "amber", "cobalt", "vector", "signal", "harbor", "lantern",
+         "meadow", "quartz", "sparrow", "tundra", "velvet", "willow", "zenith", "anchor", "beacon"]
 
 
 def _sentence(rng: random.Random, chars: int) -> str:
@@ -118,15 +118,30 @@ async def _record(path: Path) -> float:
     return seconds / CALLS
 
 
-async def _timed(calls: Callable[[], Any]) -> float:
+async def _timed(calls: Awaitable[Any]) -> float:
     started = time.perf_counter()
-    await calls()
+    await calls
     return (time.perf_counter() - started) / CALLS
 
 
 async def _drain(stream: AsyncIterator[StreamEvent]) -> None:
     async for _ in stream:
         pass
+
+
+async def _complete_all(model: Any, requests: list[ChatRequest]) -> None:
+    for request in requests:
+        await model.complete(request)
+
+
+async def _stream_all(model: Any, requests: list[ChatRequest]) -> None:
+    for request in requests:
+        await _drain(model.stream(request))
+
+
+async def _embed_all(model: Any, batches: list[list[str]]) -> None:
+    for batch in batches:
+        await model.embed(batch)
 
 
 async def _measure(path: Path) -> dict[str, float]:
@@ -140,42 +155,20 @@ async def _measure(path: Path) -> dict[str, float]:
     for _ in range(ROUNDS):
         _forget()
         replaying = _kernel(path, "replay")
+        replaying.services.add_service("chat", ScriptedChatModel())  # never called: a call would fail (no reply)
+        replaying.services.add_service("vectors", _Embedder(), kind="embedding")
         chat, vectors = replaying.services.chat("chat"), replaying.services.embedding("vectors")
         plain = _kernel(None, "off")
         plain.services.add_service("chat", ScriptedChatModel(default=answers[0]))
         plain.services.add_service("vectors", _Fixed(), kind="embedding")
         floor_chat, floor_vectors = plain.services.chat("chat"), plain.services.embedding("vectors")
 
-        async def replay_complete() -> None:
-            for request in requests:
-                await chat.complete(request)
-
-        async def floor_complete() -> None:
-            for request in requests:
-                await floor_chat.complete(request)
-
-        async def replay_stream() -> None:
-            for request in streamed:
-                await _drain(chat.stream(request))
-
-        async def floor_stream() -> None:
-            for request in streamed:
-                await _drain(floor_chat.stream(request))
-
-        async def replay_embed() -> None:
-            for batch in texts:
-                await vectors.embed(batch)
-
-        async def floor_embed() -> None:
-            for batch in texts:
-                await floor_vectors.embed(batch)
-
-        keep("complete", await _timed(replay_complete))
-        keep("complete floor", await _timed(floor_complete))
-        keep("stream", await _timed(replay_stream))
-        keep("stream floor", await _timed(floor_stream))
-        keep("embed", await _timed(replay_embed))
-        keep("embed floor", await _timed(floor_embed))
+        keep("complete", await _timed(_complete_all(chat, requests)))
+        keep("complete floor", await _timed(_complete_all(floor_chat, requests)))
+        keep("stream", await _timed(_stream_all(chat, streamed)))
+        keep("stream floor", await _timed(_stream_all(floor_chat, streamed)))
+        keep("embed", await _timed(_embed_all(vectors, texts)))
+        keep("embed floor", await _timed(_embed_all(floor_vectors, texts)))
         started = time.perf_counter()
         Cassette.load(path)
         keep("load", time.perf_counter() - started)
