@@ -49,6 +49,27 @@ def bench_import() -> list[Row]:
         "from kernel import Kernel, KernelSettings; Kernel(KernelSettings(), load_entry_points=False)", 5
     )
     rows.append(("import + Kernel() with built-in plugins (process CPU time)", built, floor))
+    cold = min(_best_subprocess("from kernel import Kernel; Kernel()", 5) for _ in range(2))
+    floor = min(floor, _best_subprocess("pass", 5))
+    rows.append(("first Kernel() in a fresh process, defaults, imports included (CPU; budget < 200 ms net)",
+                 cold, floor))
+    return rows
+
+
+def bench_construction() -> list[Row]:
+    """A further `Kernel()` in a warm process (budget: < 1 ms with the defaults; with the
+    standard plugins and autoload off, under Semantic Kernel's bare `Kernel()`, 0.1 ms)."""
+    from kernel import Kernel, KernelSettings
+
+    Kernel()
+    bare = KernelSettings(standard_plugins=False, plugin_autoload=False)
+    rows: list[Row] = [
+        ("another Kernel() in a warm process, defaults (settings loaded; budget < 1 ms)",
+         _best_sync(Kernel, batch=100, repeats=10), None),
+        ("  of which KernelSettings.load() (pydantic-settings)", _best_sync(KernelSettings.load, batch=100), None),
+        ("another Kernel(settings) without standard plugins and autoload (SK bare: 0.1 ms)",
+         _best_sync(lambda: Kernel(bare), batch=200, repeats=10), None),
+    ]
     return rows
 
 
@@ -126,6 +147,19 @@ async def _bench_invoke_and_render() -> list[Row]:
     ours, floor = await _compare(lambda: kernel.invoke("bench.one_arg", x=1), lambda: one_arg(1))
     rows.append(("invoke by name 'bench.one_arg' (vs direct await)", ours, floor))
 
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    async def add_direct(a: int, b: int) -> int:
+        return a + b
+
+    kernel.add_plugin([kernel_function(add)], name="calc")
+    fn_add = kernel.get_function("calc.add")
+    ours, floor = await _compare(lambda: kernel.invoke(fn_add, a=1, b=2), lambda: add_direct(a=1, b=2))
+    rows.append(("invoke sync add(a: int, b: int), keyword ints (vs direct await; budget < 3 µs)", ours, floor))
+    ours, floor = await _compare(lambda: kernel.invoke("calc.add", a=1, b=2), lambda: add_direct(a=1, b=2))
+    rows.append(("  same, by name 'calc.add'", ours, floor))
+
     source = (
         '<message role="system">You are a {{ style }} assistant.</message>\n'
         '<message role="user">Summarize for {{ audience }}:\n{{ text }}</message>'
@@ -142,6 +176,21 @@ async def _bench_invoke_and_render() -> list[Row]:
     rows.append(("render small chat template to messages (vs precompiled Jinja render)", ours, floor))
     text_only = await _best_async(lambda: prompt.render(kernel, values), repeats=12)
     rows.append(("  of which template render (sandboxed, escaped)", text_only, floor))
+
+    loop_source = (
+        '<message role="system">You are helpful.</message>\n<message role="user">Items:\n'
+        "{% for item in items %}- {{ item.name }}: {{ item.value }}\n{% endfor %}Question: {{ question }}</message>"
+    )
+    loop_values = {"items": [{"name": f"n{i}", "value": i} for i in range(5)], "question": "which <one>?"}
+    loop = PromptFunction.from_template(loop_source, name="loop", plugin="bench")
+    kernel.add_function(loop)
+    loop_plain = jinja2.Environment(autoescape=True).from_string(loop_source)
+    floor = ours = float("inf")
+    for _ in range(3):
+        floor = min(floor, _best_sync(lambda: loop_plain.render(loop_values)))
+        ours = min(ours, await _best_async(lambda: kernel.render(loop, loop_values), repeats=12))
+    rows.append(("kernel.render of a small template with a loop to messages (vs precompiled Jinja; budget < 2x)",
+                 ours, floor))
     return rows
 
 
@@ -198,16 +247,62 @@ def bench_loading() -> list[Row]:
             plugins = load_plugins(sk_dir)
             best_sk = min(best_sk, (time.perf_counter() - start) / FUNCTIONS_ON_DISK)
             assert sum(len(p) for p in plugins) == FUNCTIONS_ON_DISK
-    return [
+    rows: list[Row] = [
         (f"load one prompt function, our .prompt format ({FUNCTIONS_ON_DISK} in a folder; vs reading the files)",
          best_ours, best_floor_ours),
         (f"load one prompt function, SK folder format ({FUNCTIONS_ON_DISK}; vs reading the files)",
          best_sk, best_floor_sk),
     ]
+    return rows + _bench_parse_cache()
+
+
+def _bench_parse_cache() -> list[Row]:
+    """Loading with the persistent parse cache (`cache_dir/parse-cache`): cold (an empty
+    cache: parse, validate, write), warm from disk (a new process's view: a new cache
+    object reading the file) and warm in the same process."""
+    from kernel.plugin_folders import load_plugins
+    from kernel.plugin_folders.parse_cache import ParseCache
+
+    best: dict[str, float] = {}
+    floors: dict[str, float] = {}
+
+    def keep(name: str, seconds: float, floor: float) -> None:
+        best[name] = min(best.get(name, float("inf")), seconds / FUNCTIONS_ON_DISK)
+        floors[name] = min(floors.get(name, float("inf")), floor)
+
+    for repeat in range(3):
+        with tempfile.TemporaryDirectory() as tmp:
+            ours_dir, sk_dir, files = _write_prompt_folder(Path(tmp), f"c{repeat}-{time.time_ns()}", FUNCTIONS_ON_DISK)
+            for label, folder, suffix in (("ours", ours_dir, ".prompt"), ("sk", sk_dir, None)):
+                start = time.perf_counter()
+                for path in files:
+                    if (path.suffix == ".prompt") == (suffix == ".prompt"):
+                        path.read_bytes()
+                floor = (time.perf_counter() - start) / FUNCTIONS_ON_DISK
+                cache_dir = Path(tmp) / f"cache-{label}"
+                cache = ParseCache(cache_dir)
+                for kind in ("cold", "warm from disk", "warm in process"):
+                    if kind == "warm from disk":
+                        cache = ParseCache(cache_dir)  # what a new process sees: the file only
+                    start = time.perf_counter()
+                    plugins = load_plugins(folder, cache=cache)
+                    keep(f"{label}:{kind}", time.perf_counter() - start, floor)
+                    assert sum(len(p) for p in plugins) == FUNCTIONS_ON_DISK
+                    expected = FUNCTIONS_ON_DISK if kind == "cold" else 0
+                    assert cache.stats.parsed == expected, (kind, cache.stats)
+    rows: list[Row] = []
+    for label, title in (("ours", "our .prompt format"), ("sk", "SK folder format")):
+        for kind, budget in (("cold", "budget < 250 µs"), ("warm from disk", "budget < 60 µs"),
+                             ("warm in process", "")):
+            rows.append((f"load one prompt function with the parse cache, {title}, {kind}"
+                         f"{'; ' + budget if budget else ''} (vs reading the files)",
+                         best[f"{label}:{kind}"], floors[f"{label}:{kind}"]))
+    return rows
 
 
 def run() -> list[Row]:
     rows = bench_import()
+    rows += bench_construction()
     rows += asyncio.run(_bench_invoke_and_render())
     rows += bench_loading()
     rows += bench_memory()
