@@ -296,6 +296,71 @@ async def test_an_idle_stream_is_kept_alive_and_a_busy_one_loses_no_frame() -> N
     assert stream.outcome == "done" and sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
 
 
+class Waiter:
+    """A plan step that takes a minute: tells when it starts and when it is cancelled."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.cancelled = asyncio.Event()
+
+    async def wait_long(self, seconds: float) -> str:
+        """Wait `seconds`."""
+        self.started.set()
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+        return "waited"
+
+
+SLOW_PLAN = {"goal": "add, then wait", "steps": [
+    {"id": "s1", "function": "math.add", "arguments": {"a": 1, "b": 2}},
+    {"id": "s2", "function": "slow.wait_long", "arguments": {"seconds": 60}}]}
+
+
+def _waiting_kernel(tmp_path: Path) -> tuple[Kernel, Waiter]:
+    from kernel import kernel_function
+
+    kernel, _ = make_kernel(tmp_path)
+    waiter = Waiter()
+
+    @kernel_function
+    async def wait_long(seconds: float) -> str:
+        """Wait `seconds`."""
+        return await waiter.wait_long(seconds)
+
+    kernel.add_function(wait_long, plugin="slow")
+    return kernel, waiter
+
+
+async def test_a_client_that_leaves_a_plan_run_stops_the_run(tmp_path: Path) -> None:
+    kernel, waiter = _waiting_kernel(tmp_path)
+    app = create_app(kernel)
+    sent = await _disconnecting(app, "/v1/plans/run", {"plan": SLOW_PLAN}, gone=waiter.started)
+    await asyncio.wait_for(waiter.cancelled.wait(), 2)  # the running step was cancelled
+    [run] = app.state.serve.runs.runs.values()
+    assert run.status == "cancelled" and run.steps == {"s1": "done", "s2": "failed"}
+    assert b"run_finished" not in b"".join(m.get("body", b"") for m in sent)
+    await kernel.aclose()
+
+
+async def test_a_plan_run_past_its_deadline_is_stopped(tmp_path: Path) -> None:
+    kernel, waiter = _waiting_kernel(tmp_path)
+    async with client(kernel, request_timeout=0.5) as http:
+        streamed = await http.post("/v1/plans/run", json={"plan": SLOW_PLAN})
+        events = frames(streamed.text)
+        assert events[-1][0] == "error" and events[-1][1]["error_type"] == "DeadlineExceededError"
+        assert waiter.cancelled.is_set()
+        run = (await http.get(f"/v1/runs/{events[0][1]['run']}")).json()
+        assert run["status"] == "cancelled"
+        waiter.cancelled.clear()
+        background = (await http.post("/v1/plans/run", json={"plan": SLOW_PLAN, "stream": False})).json()
+        await asyncio.wait_for(waiter.cancelled.wait(), 3)  # a run nobody streams has the deadline too
+        assert (await http.get(f"/v1/runs/{background['run']}")).json()["status"] == "cancelled"
+    await kernel.aclose()
+
+
 # --- browsers ---------------------------------------------------------------------------------
 
 

@@ -18,11 +18,16 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ..errors import DeadlineExceededError
+from ..logging import LazyLogger
 from .limits import Receive, Scope, Send, wait_disconnect
 
-__all__ = ["EventStream", "frame"]
+__all__ = ["CANCEL_GRACE", "EventStream", "frame"]
+
+log = LazyLogger("kernel.serve")
 
 _DONE = object()
+CANCEL_GRACE = 5.0
+"""Seconds a stream's closing waits for its cancelled work to end."""
 
 
 def frame(data: Any, event: str | None = None, id: str | None = None) -> bytes:
@@ -63,22 +68,31 @@ class EventStream:
                     await _aclose(self.events)
 
         async def pump() -> None:
+            # Not asyncio.wait_for(queue.get(), ping): on Python 3.11 it returns the item and
+            # drops a cancellation that comes as the item arrives (a client leaving as an event
+            # is published), and the writer would then wait on an empty queue for ever.
+            getter: asyncio.Future[Any] | None = None
             await send({"type": "http.response.start", "status": 200, "headers": raw})
-            while True:
-                if queue.empty():  # a timer only when there is nothing to write yet
-                    try:
-                        item = await asyncio.wait_for(queue.get(), self.ping)
-                    except TimeoutError:
-                        await send({"type": "http.response.body", "body": b": ping\n\n", "more_body": True})
-                        continue
-                else:
-                    item = queue.get_nowait()
-                if item is _DONE:
-                    break
-                if isinstance(item, BaseException):
-                    await send({"type": "http.response.body", "body": self.on_error(item), "more_body": True})
-                    break
-                await send({"type": "http.response.body", "body": item, "more_body": True})
+            try:
+                while True:
+                    if queue.empty():  # a timer only when there is nothing to write yet
+                        getter = getter or asyncio.ensure_future(queue.get())
+                        done, _ = await asyncio.wait({getter}, timeout=self.ping)
+                        if not done:
+                            await send({"type": "http.response.body", "body": b": ping\n\n", "more_body": True})
+                            continue
+                        item, getter = getter.result(), None
+                    else:
+                        item = queue.get_nowait()
+                    if item is _DONE:
+                        break
+                    if isinstance(item, BaseException):
+                        await send({"type": "http.response.body", "body": self.on_error(item), "more_body": True})
+                        break
+                    await send({"type": "http.response.body", "body": item, "more_body": True})
+            finally:
+                if getter is not None:
+                    getter.cancel()
 
         producer = asyncio.ensure_future(produce())
         writer = asyncio.ensure_future(pump())
@@ -103,10 +117,18 @@ class EventStream:
         except OSError:  # the client went away while we wrote
             self.outcome = "disconnected"
         finally:
-            for task in (producer, writer, watcher):
+            tasks = (producer, writer, watcher)
+            for task in tasks:
                 if not task.done():
                     task.cancel()
-            await asyncio.gather(producer, writer, watcher, return_exceptions=True)
+            # bounded: work that ignores its cancellation (a function catching CancelledError)
+            # goes on in the background, but does not hold the response open
+            _, stuck = await asyncio.wait(tasks, timeout=CANCEL_GRACE)
+            if stuck:
+                log.warning("serve_stream_work_not_cancelled", tasks=len(stuck), grace=CANCEL_GRACE)
+            for task in tasks:
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: no "exception was never retrieved" at exit
             if self.on_close is not None:
                 self.on_close(self.outcome)
 
