@@ -54,6 +54,12 @@ def crunch(n: int, rounds: int = 2000) -> dict:
 
 
 @kernel_function
+def where(n: int = 0) -> str:
+    """The folder this plugin was loaded from, in the worker."""
+    return str(HERE)
+
+
+@kernel_function
 def linger(n: int) -> dict:
     """Waits (to be killed by the test) the first time it sees n == 137, saying in which process."""
     marker = HERE / "linger.pid"
@@ -462,3 +468,21 @@ async def test_the_executor_and_address_from_the_configuration(cluster: str, plu
     (tmp_path / ".env").write_text("KERNEL_BATCH__EXECUTOR=spark\n", encoding="utf-8")
     with pytest.raises(ConfigurationError, match=r"batch\.executor"):
         KernelSettings.load()
+
+
+def test_plugin_folders_shipped_to_the_workers_in_the_working_dir(cluster: str, site: Path, tmp_path: Path) -> None:
+    """`--working-dir DIR`: Ray ships the folder to the workers, and each worker loads the
+    plugin folder (given relative to it) from its own copy, not from the driver's path."""
+    app = tmp_path / "app"
+    folder = app / "plugins" / "work"
+    folder.mkdir(parents=True)
+    (folder / "work.py").write_text(WORK, encoding="utf-8")
+    (tmp_path / "in.jsonl").write_text('{"n": 1}\n{"n": 2}\n', encoding="utf-8")
+    argv = [str(CONSOLE_SCRIPT), "--plugins", "app/plugins/work", "batch", "work.where", "--input", "in.jsonl",
+            "--output", "out.jsonl", "--executor", "ray", "--address", cluster, "--working-dir", "app", "--json"]
+    done = subprocess.run(argv, cwd=tmp_path, env=cli_env(site), capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    places = {Path(r["result"]) for r in lines(tmp_path / "out.jsonl")}
+    assert len(places) == 1
+    [place] = places
+    assert place.parts[-2:] == ("plugins", "work") and not place.is_relative_to(tmp_path), place
