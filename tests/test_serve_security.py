@@ -146,6 +146,38 @@ async def test_a_key_reaches_only_its_functions_collections_and_models(tmp_path:
     await kernel.aclose()
 
 
+async def test_an_address_that_guesses_keys_is_slowed_down(tmp_path: Path) -> None:
+    from kernel.serve import HttpProblem
+    from kernel.serve.auth import FAILED_BURST, FAILED_PER_MINUTE, KeyRing
+
+    kernel, _ = make_kernel(tmp_path)
+    settings = kernel.settings.serve.model_copy(update={"keys": keyed()})
+    app = create_app(kernel, settings)
+
+    def at(address: str) -> httpx2.AsyncClient:
+        return httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app, client=(address, 5000)),
+                                  base_url="http://127.0.0.1")
+
+    async with at("127.0.0.7") as guesser, at("127.0.0.8") as other:
+        statuses = [(await guesser.get("/v1/functions", headers=bearer(f"guess-{i}"))).status_code
+                    for i in range(FAILED_BURST + 1)]
+        assert statuses == [401] * FAILED_BURST + [429]
+        blocked = await guesser.get("/v1/functions", headers=bearer(KEY_A))
+        assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) >= 1  # not even checked
+        assert "guess" not in blocked.text
+        assert (await other.get("/v1/functions", headers=bearer(KEY_A))).status_code == 200  # another address
+    ring = KeyRing(settings)  # the bucket refills with time
+    for i in range(FAILED_BURST):
+        with pytest.raises(HttpProblem, match="matches no configured key"):
+            await ring.authenticate({"authorization": f"Bearer wrong-{i}"}, "10.0.0.1", now=100.0)
+    with pytest.raises(HttpProblem, match=f"gave {FAILED_BURST} wrong keys") as refused:
+        await ring.authenticate({"authorization": f"Bearer {KEY_A}"}, "10.0.0.1", now=100.0)
+    assert refused.value.status == 429
+    later = 100.0 + 60.0 / FAILED_PER_MINUTE
+    assert (await ring.authenticate({"authorization": f"Bearer {KEY_A}"}, "10.0.0.1", now=later)).name == "a"
+    await kernel.aclose()
+
+
 async def test_rate_limits_per_key(tmp_path: Path) -> None:
     kernel, _ = make_kernel(tmp_path)
     async with client(kernel, keys=keyed()) as http:

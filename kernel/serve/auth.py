@@ -8,7 +8,10 @@ A key may be limited to some functions, collections and models, and has a rate l
 (requests per minute, a token bucket of ten seconds' worth).
 
 Verifying a scrypt hash costs tens of milliseconds, so each key presented is checked once
-and the verdict (by the sha256 of the key, never the key) cached; the cache is bounded.
+and the verdict (by the sha256 of the key, never the key) cached; the cache is bounded, at
+most `MAX_VERIFYING` keys are checked at once, and a client address that presents
+`FAILED_BURST` wrong keys is refused (429) before any check until its bucket refills
+(`FAILED_PER_MINUTE`): guessing keys, or burning the server's CPU with them, is slow.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ __all__ = ["ANONYMOUS", "KeyRing", "Principal", "RateLimiter", "generate_key", "
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 _CACHE_SIZE = 4096
+MAX_VERIFYING = 4
+FAILED_BURST, FAILED_PER_MINUTE = 10, 10.0
+_MAX_CLIENTS = 10_000
 
 
 def is_loopback(host: str) -> bool:
@@ -122,6 +128,8 @@ class KeyRing:
         self.default_rate = settings.rate_limit
         self.keys: dict[str, ServeKeySettings] = dict(settings.keys)
         self._seen: OrderedDict[str, str | None] = OrderedDict()  # sha256(key) -> key name or None
+        self._verifying = asyncio.Semaphore(MAX_VERIFYING)
+        self._failures: OrderedDict[str, _Bucket] = OrderedDict()  # client address -> wrong keys allowed
 
     def principal(self, name: str) -> Principal:
         if name == ANONYMOUS and self.open:
@@ -139,9 +147,9 @@ class KeyRing:
         api_key = headers.get("x-api-key", "").strip()
         return api_key or None
 
-    async def authenticate(self, headers: Mapping[str, str]) -> Principal:
-        """The caller of a request with these headers; 401 without a valid key (when keys
-        are configured)."""
+    async def authenticate(self, headers: Mapping[str, str], client: str = "", now: float | None = None) -> Principal:
+        """The caller of a request with these headers, from the address `client`; 401
+        without a valid key (when keys are configured), 429 after too many wrong ones."""
         if self.open:
             return self.principal(ANONYMOUS)
         key = self.presented(headers)
@@ -149,16 +157,32 @@ class KeyRing:
             raise HttpProblem(401, "missing API key",
                               "send the key as 'Authorization: Bearer KEY' or 'X-Api-Key: KEY'",
                               headers={"WWW-Authenticate": "Bearer"})
+        now = time.monotonic() if now is None else now
+        bucket = self._failures.get(client)
+        if bucket is not None:
+            bucket.tokens = min(float(FAILED_BURST), bucket.tokens + (now - bucket.at) * FAILED_PER_MINUTE / 60.0)
+            bucket.at = now
+            if bucket.tokens < 1.0:
+                wait = math.ceil((1.0 - bucket.tokens) * 60.0 / FAILED_PER_MINUTE)
+                raise HttpProblem(429, "too many wrong API keys",
+                                  f"this address gave {FAILED_BURST} wrong keys; retry in {wait} s",
+                                  headers={"Retry-After": str(wait)})
         fingerprint = hashlib.sha256(key.encode()).hexdigest()
         if fingerprint in self._seen:
             name = self._seen[fingerprint]
             self._seen.move_to_end(fingerprint)
         else:
-            name = await asyncio.to_thread(self._find, key)
+            async with self._verifying:
+                name = await asyncio.to_thread(self._find, key)
             self._seen[fingerprint] = name
             if len(self._seen) > _CACHE_SIZE:
                 self._seen.popitem(last=False)
         if name is None:
+            if bucket is None:
+                bucket = self._failures[client] = _Bucket(float(FAILED_BURST), now)
+                if len(self._failures) > _MAX_CLIENTS:
+                    self._failures.popitem(last=False)
+            bucket.tokens -= 1.0
             raise HttpProblem(401, "invalid API key", "the key given matches no configured key",
                               headers={"WWW-Authenticate": "Bearer"})
         return self.principal(name)

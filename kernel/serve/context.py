@@ -98,7 +98,7 @@ def endpoint(handler: Handler, *, openai: bool = False) -> Callable[[Request], A
 
         ctx: ServeContext = request.app.state.serve
         try:
-            principal = await ctx.keys.authenticate(request.headers)
+            principal = await ctx.keys.authenticate(request.headers, request.client.host if request.client else "")
             ctx.limiter.check(principal)
             request.state.principal = principal.name
             return await handler(request, ctx, principal)
