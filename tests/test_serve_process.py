@@ -320,3 +320,35 @@ def test_serving_with_keys_in_a_real_process(tmp_path: Path) -> None:
         with httpx2.Client(base_url=served.url, headers={"Authorization": f"Bearer {key}"}) as http:
             names = {f["plugin"] for f in http.get("/v1/functions").json()["functions"]}
             assert names == {"math"}
+
+
+def test_the_serve_commands_refuse_what_is_unsafe_and_make_key_hashes(tmp_path: Path) -> None:
+    import subprocess
+
+    from kernel.settings import KernelSettings
+    from tests.serve_support import CONSOLE_SCRIPT, project_env
+
+    root = write_project(tmp_path)
+    env = project_env(root)
+
+    def kernel(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(CONSOLE_SCRIPT), *args], cwd=root, env=env, input=stdin, capture_output=True,
+                              text=True, timeout=60)
+
+    exposed = kernel("serve", "--host", "0.0.0.0", "--port", "0")
+    assert exposed.returncode == 3 and "needs API keys" in exposed.stderr and "[serve.keys" in exposed.stderr
+    assert "Traceback" not in exposed.stderr
+    assert kernel("serve", "--port", "70000").returncode == 2
+
+    made = kernel("serve", "hash-key", "--name", "app", stdin="my-chosen-key-1234\n")
+    assert made.returncode == 0 and "my-chosen-key-1234" not in made.stdout
+    assert made.stdout.startswith("[serve.keys.app]\nhash = \"scrypt:")
+    (root / "keys.toml").write_text(made.stdout, encoding="utf-8")
+    from kernel.serve import verify_key
+
+    stored = KernelSettings.load(root / "keys.toml").serve.keys["app"].hash  # the configuration takes it as is
+    assert verify_key("my-chosen-key-1234", stored) and not verify_key("my-chosen-key-1235", stored)
+    generated = json.loads(kernel("serve", "hash-key", "--generate", "--scheme", "sha256", "--json").stdout)
+    assert generated["key"].startswith("ksk-") and verify_key(generated["key"], generated["hash"])
+    assert kernel("serve", "hash-key", stdin="").returncode == 2
+
