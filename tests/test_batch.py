@@ -393,3 +393,50 @@ async def test_a_record_without_a_required_field_names_the_field_and_the_record(
     report = await kernel.batch(plan, [{"n": 3}, {"m": 3}])
     assert report.results[1].error_type == "ArgumentError" and "no field 'n'" in str(report.results[1].error)
     assert calls.seen == [3]
+
+
+def test_the_progress_bar_on_a_terminal_and_the_summary(tmp_path: Path) -> None:
+    """`kernel batch` with stderr on a terminal (a pseudo-terminal here) draws the bar: the
+    records done of the total counted beforehand (for the ETA), the rate; the summary goes
+    to stdout."""
+    import os
+    import pty
+
+    plugin = tmp_path / "plugins" / "calc"
+    plugin.mkdir(parents=True)
+    (plugin / "calc.py").write_text(
+        "from kernel import kernel_function\n\n@kernel_function\ndef double(x: int) -> int:\n"
+        "    '''Twice x.'''\n    return 2 * x\n", encoding="utf-8")
+    write_jsonl(tmp_path / "in.jsonl", [{"x": i} for i in range(57)])
+    primary, secondary = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL_")}
+    env.update(COLUMNS="160", TERM="xterm")
+    try:
+        done = subprocess.run([str(CONSOLE_SCRIPT), "--plugins", str(plugin), "batch", "calc.double", "--input",
+                               "in.jsonl", "--output", "out.jsonl"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=secondary, text=True, timeout=120)
+        os.close(secondary)
+        shown = b""
+        while True:
+            try:
+                data = os.read(primary, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            shown += data
+    finally:
+        os.close(primary)
+    assert done.returncode == 0
+    text = shown.decode("utf-8", "replace")
+    assert "calc.double [asyncio]" in text and "57/57" in text and "/s" in text and "ETA" in text, text[-800:]
+    assert done.stdout.startswith("57 done, 0 failed, 0 skipped, ") and "records/s [asyncio]" in done.stdout
+
+
+def test_the_summary_line_names_tokens_cost_and_why_it_stopped() -> None:
+    from kernel.batch import BatchReport, summary_line
+
+    report = BatchReport("p.say", "ray", done=98, failed=2, skipped=5, input_tokens=1200, output_tokens=300,
+                         cost=0.0123, seconds=4.0, stopped="--fail-fast: record 7 failed")
+    assert summary_line(report) == ("98 done, 2 failed, 5 skipped, 1,500 tokens (1,200 in, 300 out), cost $0.0123, "
+                                    "4.0 s, 25.0 records/s [ray] (stopped: --fail-fast: record 7 failed)")

@@ -25,7 +25,6 @@ class BatchProgress:
             MofNCompleteColumn,
             Progress,
             TextColumn,
-            TimeElapsedColumn,
             TimeRemainingColumn,
         )
 
@@ -34,17 +33,19 @@ class BatchProgress:
             return
         self._bar = Progress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=None),  # the width the other columns leave
             MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"),
             TextColumn("ETA"),
-            TimeRemainingColumn(),
+            TimeRemainingColumn(compact=True),
             TextColumn("{task.fields[usage]}"),
-            TimeElapsedColumn(),
             console=console,
             transient=False,
         )
-        self._task = self._bar.add_task(label, total=total, rate="", usage="", failed=0)
+        from rich.markup import escape
+
+        # the label is text, not markup: `[asyncio]`, a plan's goal
+        self._task = self._bar.add_task(escape(label), total=total, rate="", usage="", failed=0)
         self._bar.start()
 
     @property
@@ -58,17 +59,27 @@ class BatchProgress:
     def update(self, completed: int, *, rate: float, failed: int, tokens: int, cost: float | None) -> None:
         if self._bar is None:
             return
-        usage = f"{tokens:,} tok" if tokens else ""
+        usage = f"{_compact(tokens)} tok" if tokens else ""
         if cost:
-            usage += f" ${cost:,.4f}"
+            usage += f" ${cost:,.4f}" if cost < 1 else f" ${cost:,.2f}"
         if failed:
-            usage += f" [red]{failed} failed[/red]"
-        self._bar.update(self._task, completed=completed, rate=f"{rate:,.1f}/s", usage=usage.strip())
+            usage += f" [red]{_compact(failed)} failed[/red]"
+        shown_rate = f"{rate:,.1f}/s" if rate < 100 else f"{rate:,.0f}/s"
+        self._bar.update(self._task, completed=completed, rate=shown_rate, usage=usage.strip())
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+def _compact(count: int) -> str:
+    """1,234; 12.3k; 1.23M: a count that keeps the bar within 80 columns."""
+    if count < 10_000:
+        return f"{count:,}"
+    if count < 1_000_000:
+        return f"{count / 1000:.1f}k"
+    return f"{count / 1_000_000:.2f}M"
 
 
 def summary_line(report: BatchReport) -> str:
