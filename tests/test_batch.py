@@ -17,7 +17,7 @@ import pytest
 
 from kernel import Kernel, KernelSettings, PromptFunction, kernel_function
 from kernel.batch import ResumeState, companion_paths, count_records, read_records
-from kernel.errors import ArgumentError, FunctionNotFoundError, PlanValidationError
+from kernel.errors import ArgumentError, FunctionNotFoundError, KernelError, PlanValidationError
 from kernel.planning import Plan
 from kernel.testing import ScriptedChatModel
 
@@ -440,3 +440,29 @@ def test_the_summary_line_names_tokens_cost_and_why_it_stopped() -> None:
                          cost=0.0123, seconds=4.0, stopped="--fail-fast: record 7 failed")
     assert summary_line(report) == ("98 done, 2 failed, 5 skipped, 1,500 tokens (1,200 in, 300 out), cost $0.0123, "
                                     "4.0 s, 25.0 records/s [ray] (stopped: --fail-fast: record 7 failed)")
+
+
+async def test_one_run_at_a_time_writes_an_output_and_never_into_its_input(setup: tuple[Kernel, Calls],
+                                                                           tmp_path: Path) -> None:
+    """A second run on an output that a run is writing is refused (an exclusive lock on the
+    file, released when the first ends or dies), not interleaved with it; an output that is
+    the input (or its errors file) is refused before anything is written."""
+    kernel, calls = setup
+    source = write_jsonl(tmp_path / "in.jsonl", [{"n": i, "delay": 0.05} for i in range(20)])
+    out = tmp_path / "out.jsonl"
+    first = asyncio.ensure_future(kernel.batch("t.square", source, output=out, concurrency=2))
+    while not calls.seen:
+        await asyncio.sleep(0.005)
+    with pytest.raises(KernelError, match="another batch run is writing it"):
+        await kernel.batch("t.square", source, output=out)
+    assert (await first).done == 20
+    assert [r["result"] for r in lines(out)] == [i * i for i in range(20)], "nothing written by the refused run"
+    assert (await kernel.batch("t.square", source, output=out)).skipped == 20, "the lock went with the first run"
+
+    before = source.read_bytes()
+    with pytest.raises(KernelError, match="is the input file"):
+        await kernel.batch("t.square", source, output=tmp_path / "." / "in.jsonl")
+    errors_as_input = write_jsonl(tmp_path / "x.errors.jsonl", [{"n": 1}])
+    with pytest.raises(KernelError, match="is the input file"):
+        await kernel.batch("t.square", errors_as_input, output=tmp_path / "x.jsonl")
+    assert source.read_bytes() == before

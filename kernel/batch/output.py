@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from ..errors import KernelError
 from .records import Record, work_key
 from .work import Outcome
 
@@ -117,6 +118,11 @@ class ResultWriter:
             errors, pending = companion_paths(output)
             output.parent.mkdir(parents=True, exist_ok=True)
             self._out = output.open("a", encoding="utf-8")
+            try:
+                _lock(self._out, output)
+            except BaseException:
+                self._out.close()
+                raise
             self._errors = errors.open("w", encoding="utf-8")
             self._pending_path = pending
             if order == "input":
@@ -187,6 +193,20 @@ class ResultWriter:
 
 
 _NO_RESULT = BatchResult(None)
+
+
+def _lock(handle: IO[str], output: Path) -> None:
+    """An exclusive lock on the output file for the run (released when it is closed, or
+    when the process dies): a second run on the same output is refused, not interleaved."""
+    try:
+        import fcntl
+    except ImportError:  # not on this platform: unlocked
+        return
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise KernelError(f"{output}: another batch run is writing it; wait for it to end, or give another "
+                          "output file") from None
 
 
 def _result_line(record: Record, outcome: Outcome) -> str:

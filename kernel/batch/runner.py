@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ArgumentError, KernelError
 from .executors import make_executor
-from .output import BatchResult, Order, ResultWriter, ResumeState
+from .output import BatchResult, Order, ResultWriter, ResumeState, companion_paths
 from .progress import BatchProgress
 from .records import RawRecord, Record, count_records, prepare, read_records, record_id
 from .work import Outcome, Target, target_for
@@ -109,17 +109,19 @@ async def run_batch(
             raise ArgumentError(target.label, name, "no such parameter to map a field to "
                                 f"(parameters: {', '.join(target.parameters) or 'none'})")
     out = Path(output) if output is not None else None
-    state = ResumeState.load(out) if out is not None else ResumeState()
+    if out is not None and isinstance(records, str | Path):
+        _check_files(Path(records), out)
     chosen = make_executor(executor, kernel, target, runnable, address=address, concurrency=concurrency,
                            chunk_size=chunk_size, max_in_flight=max_in_flight, plugin_dirs=plugin_dirs,
                            ray_options=ray_options)
-    writer = ResultWriter(out, order)
+    writer = ResultWriter(out, order)  # locks the output first: one run writes it at a time
     report = BatchReport(target.label, chosen.name, str(out) if out else None,
                          str(writer.errors_path) if writer.errors_path else None)
     bar = BatchProgress(f"{target.label} [{chosen.name}]", None, enabled=progress)
     started = time.perf_counter()
     finished = False
     try:
+        state = ResumeState.load(out) if out is not None else ResumeState()
         if bar.shown:  # a pass over the input, for the ETA
             report.total = count_records(records)
             bar.set_total(report.total)
@@ -136,6 +138,17 @@ async def run_batch(
         await chosen.close()
     report.results = writer.results
     return report
+
+
+def _check_files(source: Path, output: Path) -> None:
+    """Refuse an output (or its errors file or journal) that is the input: the run would
+    read its own results."""
+    for written in (output, *companion_paths(output)):
+        same = source.resolve() == written.resolve()
+        if not same and source.exists() and written.exists():
+            same = source.samefile(written)
+        if same:
+            raise KernelError(f"the output file {written} is the input file {source}: give another --output")
 
 
 class _Run:
