@@ -11,7 +11,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL = ROOT / "kernel"
-WINGS = ("batch", "chat", "cli", "events", "mcp", "memory", "planning", "plugin_folders", "prompts", "serve", "services")
+WINGS = ("batch", "chat", "cli", "events", "mcp", "memory", "planning", "plugin_folders", "prompts", "serve",
+         "services")
 CONNECTOR_CONTRACT = {"kernel", "kernel.hookspecs", "kernel.contents", "kernel.errors", "kernel.settings",
                       "kernel.logging", "kernel.memory", "kernel.services"}
 MAX_LINES = 600
