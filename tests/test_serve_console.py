@@ -152,7 +152,8 @@ async def test_the_console_runs_a_function_chats_and_runs_a_plan_with_an_approva
     await shoot(page, "6-runs")
     # the log view of the journal (`kernel serve` journals every run, as every kernel command)
     await expect(page.locator("#runs-source")).to_contain_text("from the journal")
-    journaled = page.locator("#runs-table tbody tr", has_text="math.add").last
+    journaled = page.locator("#runs-table tbody tr", has_text="(journal)").filter(has_text="math.add").last
+    assert await journaled.locator("td.status-ok").count() == 1
     await journaled.click()
     await expect(page.locator("#run-detail")).to_contain_text('"source": "journal"')
     assert '"events"' in await page.inner_text("#run-detail")

@@ -514,7 +514,7 @@ async function loadRuns() {
       const when = run.created ? new Date(run.created * 1000).toLocaleTimeString() : "";
       const tokens = run.usage ? String(run.usage.total_tokens ?? "") : "";
       const row = el("tr", { "data-run": run.id || "", onclick: () => showRun(run) },
-        el("td", { text: when }), el("td", { text: run.kind || run.source || "" }), el("td", { text: run.title || run.name || "" }),
+        el("td", { text: when }), el("td", { text: (run.kind || "") + (run.source === "journal" ? " (journal)" : "") }), el("td", { text: run.title || run.name || "" }),
         el("td", { class: "status-" + (run.status || ""), text: run.status || "" }), el("td", { text: tokens }),
         el("td", { text: run.cost === null || run.cost === undefined ? "" : "$" + Number(run.cost).toFixed(6) }));
       body.append(row);
