@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .. import _usage
 from ..contents import FinalMessage, StreamAccumulator, Usage
@@ -178,19 +178,9 @@ class Emitter:
             self._failed_sinks.add(id(sink))
             log.warning("event_sink_failed", sink=type(sink).__name__, error=f"{type(exc).__name__}: {exc}")
 
-    @contextlib.contextmanager
-    def span(self, event: E) -> Iterator[E]:
+    def span(self, event: E) -> _Span[E]:
         """Run the `with` block as `event`: begun, current, then finished or failed."""
-        self.begin(event)
-        token = _usage.EVENT.set(event)
-        try:
-            yield event
-        except BaseException as exc:
-            _usage.EVENT.reset(token)
-            self.fail(event, exc)
-            raise
-        _usage.EVENT.reset(token)
-        self.finish(event)
+        return _Span(self, event)
 
     @staticmethod
     def propagate(event: Event, usage: Usage, cost: float | None) -> None:
@@ -413,6 +403,28 @@ class Emitter:
         event = MemoryIngestEvent(collection, _usage.EVENT.get(), self, collection=collection)
         event.store = getattr(store, "name", None) or type(store).__name__
         return self.span(event)
+
+
+class _Span(Generic[E]):
+    """`Emitter.span`: a plain context manager (a generator-based one costs twice as much,
+    and a prompt function's run goes through three)."""
+
+    __slots__ = ("emitter", "event", "token")
+
+    def __init__(self, emitter: Emitter, event: E) -> None:
+        self.emitter, self.event = emitter, event
+
+    def __enter__(self) -> E:
+        self.emitter.begin(self.event)
+        self.token = _usage.EVENT.set(self.event)
+        return self.event
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        _usage.EVENT.reset(self.token)
+        if exc is None:
+            self.emitter.finish(self.event)
+        else:
+            self.emitter.fail(self.event, exc)
 
 
 async def _within(event: Event, events: AsyncIterator[T]) -> AsyncIterator[T]:

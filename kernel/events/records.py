@@ -25,6 +25,7 @@ MAX_TEXT = 100_000
 (a resumed plan needs them whole)."""
 
 _SCALARS = (bool, int, float, type(None))
+_LEAVES = frozenset(_SCALARS)  # exact types only (a subclass of int may be an enum: cleaned the long way)
 _ENCODE = json.JSONEncoder(ensure_ascii=False, default=str, check_circular=False).encode
 _SECRET_KEYS: dict[str, bool] = {}
 
@@ -54,7 +55,14 @@ def clean(value: Any, key: str = "", texts: list[str] | None = None, cut: bool =
     if depth > 32:
         return "..."
     if isinstance(value, dict):
-        return {str(k): clean(v, str(k), texts, cut, depth + 1) for k, v in value.items()}
+        out: dict[str, Any] = {}
+        for k, v in value.items():  # scalar leaves inline: most values of an event are
+            name = k if type(k) is str else str(k)
+            if type(v) in _LEAVES and not (v is not None and _secret(name)):
+                out[name] = v
+            else:
+                out[name] = clean(v, name, texts, cut, depth + 1)
+        return out
     if isinstance(value, list | tuple | set | frozenset):
         return [clean(v, key, texts, cut, depth + 1) for v in value]
     return clean(_as_data(value), key, texts, cut, depth + 1)
