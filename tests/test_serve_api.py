@@ -253,6 +253,31 @@ async def test_the_openai_sdk_works_unchanged_in_process(tmp_path: Path) -> None
     await kernel.aclose()
 
 
+async def test_structured_output_through_the_sdks_parse(tmp_path: Path) -> None:
+    from openai import AsyncOpenAI
+    from pydantic import BaseModel
+
+    class City(BaseModel):
+        name: str
+        population: int
+
+    kernel, model = make_kernel(tmp_path, json_reply({"name": "Oslo", "population": 709000}),
+                                json_reply({"name": "Bergen", "population": 291000}))
+    app = create_app(kernel)
+    transport = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://127.0.0.1")
+    sdk = AsyncOpenAI(base_url="http://127.0.0.1/v1", api_key="unused", http_client=transport, max_retries=0)
+    for name in ("test", "kernel"):  # a chat service as it is, and the kernel model
+        parsed = await sdk.chat.completions.parse(model=name, response_format=City,
+                                                  messages=[{"role": "user", "content": "A city of Norway"}])
+        assert parsed.choices[0].message.parsed is not None
+        assert parsed.choices[0].message.parsed.name in ("Oslo", "Bergen")
+    for request in model.requests:
+        assert request.output_schema is not None and request.output_schema["properties"].keys() == {"name",
+                                                                                                 "population"}
+    await sdk.close()
+    await kernel.aclose()
+
+
 async def test_chat_request_errors_are_problem_details(tmp_path: Path) -> None:
     kernel, _ = make_kernel(tmp_path, ProviderStatusError("upstream refused key sk-abcdefghijklmnopqrstuv",
                                                           status_code=500, retryable=False),
