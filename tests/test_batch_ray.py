@@ -486,3 +486,26 @@ def test_plugin_folders_shipped_to_the_workers_in_the_working_dir(cluster: str, 
     assert len(places) == 1
     [place] = places
     assert place.parts[-2:] == ("plugins", "work") and not place.is_relative_to(tmp_path), place
+
+
+async def test_a_key_from_the_environment_reaches_the_workers(cluster: str, plugins: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service whose key is in a variable (`api_key_env`) of the driver: the variable
+    travels in the tasks' runtime environment, and each worker's client sends the key."""
+    from tests.http_fakes import FakeHTTPServer, Reply, Request, openai_completion
+
+    seen: list[str] = []
+
+    async def handler(req: Request) -> Reply:
+        seen.append(req.headers.get("authorization", ""))
+        return Reply(200, openai_completion("ok"))
+
+    monkeypatch.setenv("BATCH_TEST_SECRET", "sk-batch-0123456789")
+    with FakeHTTPServer(handler) as server:
+        kernel = make_kernel(plugins, services={"echo": {
+            "provider": "openai", "model": "fake-model", "api_key_env": "BATCH_TEST_SECRET",
+            "base_url": server.url + "/v1"}})
+        report = await kernel.batch("work.shout", [{"word": f"w{i}"} for i in range(4)], executor="ray",
+                                    chunk_size=2)
+    assert (report.done, report.failed) == (4, 0), [r.error for r in report.results if not r.ok]
+    assert seen == ["Bearer sk-batch-0123456789"] * 4
