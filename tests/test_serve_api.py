@@ -140,6 +140,18 @@ async def test_kernel_model_runs_the_tool_loop_and_reports_the_calls(tmp_path: P
     await kernel.aclose()
 
 
+async def test_kernel_model_is_refused_a_function_that_needs_approval(tmp_path: Path) -> None:
+    kernel, model = make_kernel(tmp_path, tool_call("ops.publish", text="secret plans"), "I could not publish.")
+    async with client(kernel) as http:
+        body = (await http.post("/v1/chat/completions", json={
+            "model": "kernel", "messages": [{"role": "user", "content": "Publish it"}]})).json()
+    [call] = body["kernel"]["tool_calls"]
+    assert call["function"] == "ops.publish" and call["is_error"] is True and "approval" in call["content"]
+    assert "published" not in call["content"]  # it did not run
+    assert model.requests[1].messages[-1].role == "tool" and "approval" in model.requests[1].messages[-1].content
+    await kernel.aclose()
+
+
 async def test_kernel_model_streams_openai_chunks_with_the_tool_calls(tmp_path: Path) -> None:
     kernel, _ = make_kernel(tmp_path, tool_call("math.add", a=2, b=3), "The sum is 5.")
     async with client(kernel) as http:
