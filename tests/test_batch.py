@@ -466,3 +466,28 @@ async def test_one_run_at_a_time_writes_an_output_and_never_into_its_input(setup
     with pytest.raises(KernelError, match="is the input file"):
         await kernel.batch("t.square", errors_as_input, output=tmp_path / "x.jsonl")
     assert source.read_bytes() == before
+
+
+async def test_a_record_over_the_size_limit_fails_alone(setup: tuple[Kernel, Calls], tmp_path: Path) -> None:
+    """A JSON line or a CSV field longer than MAX_RECORD_CHARS is a failed record, read past
+    a piece at a time (never held whole); the records around it run."""
+    from kernel.batch.records import MAX_RECORD_CHARS
+
+    kernel, _ = setup
+    huge = "x" * (MAX_RECORD_CHARS + 10)
+    source = tmp_path / "in.jsonl"
+    source.write_text(f'{{"name": "a"}}\n{{"name": "{huge}"}}\n{{"name": "c"}}', encoding="utf-8")
+    assert count_records(source) == 3
+    report = await kernel.batch("t.greet", source, output=tmp_path / "out.jsonl")
+    assert (report.done, report.failed) == (2, 1)
+    assert [r["result"] for r in lines(tmp_path / "out.jsonl")] == ["hello a!", "hello c!"]
+    [error] = lines(tmp_path / "out.errors.jsonl")
+    assert error["id"] == 2 and f"in.jsonl:2: a record longer than {MAX_RECORD_CHARS:,} characters" in error["message"]
+
+    table = tmp_path / "in.csv"
+    table.write_text(f"name\na\n{huge}\nc\n", encoding="utf-8")
+    report = await kernel.batch("t.greet", table, output=tmp_path / "out2.jsonl")
+    assert (report.done, report.failed) == (2, 1)
+    assert [r["result"] for r in lines(tmp_path / "out2.jsonl")] == ["hello a!", "hello c!"]
+    [error] = lines(tmp_path / "out2.errors.jsonl")
+    assert error["id"] == 2 and "field larger than field limit" in error["message"]

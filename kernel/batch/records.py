@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import sys
 from collections.abc import Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,9 @@ __all__ = ["FORMATS", "RawRecord", "Record", "count_records", "prepare", "read_r
            "work_key"]
 
 FORMATS = (".jsonl", ".ndjson", ".csv", ".parquet")
+MAX_RECORD_CHARS = 16 * 1024 * 1024
+"""The longest record read (a JSON line, a CSV field): a longer one is a failed record,
+skipped without being held in memory."""
 _PARQUET_BATCH = 1024
 
 
@@ -131,7 +133,15 @@ def _read_iterable(items: Iterable[Mapping[str, Any]]) -> Iterator[RawRecord]:
 
 def _read_jsonl(path: Path) -> Iterator[RawRecord]:
     with path.open("r", encoding="utf-8", errors="surrogateescape", newline="\n") as handle:
-        for line_number, line in enumerate(handle, 1):
+        line_number = 0
+        while line := handle.readline(MAX_RECORD_CHARS + 1):
+            line_number += 1
+            if len(line) > MAX_RECORD_CHARS and not line.endswith("\n"):
+                while (rest := handle.readline(1 << 20)) and not rest.endswith("\n"):
+                    pass  # the rest of the line, a piece at a time
+                yield RawRecord(line_number, None, f"{path.name}:{line_number}: a record longer than "
+                                                   f"{MAX_RECORD_CHARS:,} characters")
+                continue
             if not line.strip():
                 continue
             try:
@@ -148,10 +158,19 @@ def _read_jsonl(path: Path) -> Iterator[RawRecord]:
 
 
 def _read_csv(path: Path) -> Iterator[RawRecord]:
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    csv.field_size_limit(MAX_RECORD_CHARS)
     with path.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
         reader = csv.DictReader(handle)
-        for row_number, row in enumerate(reader, 1):
+        row_number = 0
+        while True:
+            row_number += 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # a field over the limit; the reader goes on after it
+                yield RawRecord(row_number, None, f"{path.name}: row {row_number} (line {reader.line_num}): {exc}")
+                continue
             extra = row.pop(None, None)
             if extra:
                 yield RawRecord(row_number, None, f"{path.name}: row {row_number} has {len(extra)} more cell(s) "
@@ -181,8 +200,9 @@ def _read_parquet(path: Path) -> Iterator[RawRecord]:
 
 def count_records(source: str | Path | Iterable[Any]) -> int | None:
     """How many records a source holds, for the progress bar's ETA (None: unknown). A JSON
-    Lines file is counted by its non-blank lines, in binary, without parsing; a CSV file by
-    parsing its rows (a cell may hold a line break); a parquet file from its metadata."""
+    Lines file is counted by its line ends, a block at a time, without parsing (blank lines
+    included: an estimate); a CSV file by parsing its rows (a cell may hold a line break); a
+    parquet file from its metadata."""
     if not isinstance(source, str | Path):
         return len(source) if isinstance(source, Sized) else None
     path = Path(source)
@@ -190,11 +210,20 @@ def count_records(source: str | Path | Iterable[Any]) -> int | None:
     if suffix == ".parquet":
         return int(_pyarrow_parquet().ParquetFile(path).metadata.num_rows)
     if suffix == ".csv":
+        csv.field_size_limit(MAX_RECORD_CHARS)
         with path.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
-            return max(0, sum(1 for row in csv.reader(handle) if row) - 1)
-    count = 0
-    with path.open("rb") as handle:
-        for line in handle:
-            if line.strip():
-                count += 1
-    return count
+            reader = csv.reader(handle)
+            count = 0
+            while True:
+                try:
+                    count += 1 if next(reader) else 0
+                except StopIteration:
+                    return max(0, count - 1)
+                except csv.Error:
+                    count += 1
+    count, last = 0, b"\n"
+    with path.open("rb") as handle:  # line ends, a block at a time (blank lines counted: an estimate)
+        while block := handle.read(1 << 20):
+            count += block.count(b"\n")
+            last = block[-1:]
+    return count + (last != b"\n")
