@@ -36,7 +36,8 @@ from kernel.memory import (
     check_collection_name,
     check_dimension,
     content_id,
-    fuse_rrf,
+    fuse_hybrid,
+    hybrid_candidates,
     parse_filter,
 )
 
@@ -410,12 +411,12 @@ class PgVectorStore:
         filter: Filter | None = None,
     ) -> list[SearchHit]:
         flt = parse_filter(filter)
-        n = max(4 * k, 20)
+        n = hybrid_candidates(k)
 
         async def work(conn: Any) -> list[SearchHit]:
             by_vector = await self._vector_hits(conn, collection, vector, n, flt)
             by_keyword = await self._keyword_hits(conn, collection, query, n, flt)
-            return fuse_rrf([by_vector, by_keyword], k)
+            return fuse_hybrid(query, by_vector, by_keyword, k)
 
         return await self._run(work)
 

@@ -48,7 +48,8 @@ from kernel.memory import (
     check_collection_name,
     check_dimension,
     content_id,
-    fuse_rrf,
+    fuse_hybrid,
+    hybrid_candidates,
     matches,
     parse_filter,
 )
@@ -501,11 +502,12 @@ class SQLiteVectorStore:
         filter: Filter | None = None,
     ) -> list[SearchHit]:
         flt = parse_filter(filter)
-        n = max(4 * k, 20)
+        n = hybrid_candidates(k)
+
         def both() -> list[SearchHit]:
             by_vector = self._search(collection, vector, n, flt)
             by_keyword = self._keyword_search(collection, query, n, flt)
-            return fuse_rrf([by_vector, by_keyword], k)
+            return fuse_hybrid(query, by_vector, by_keyword, k)
 
         return await self._run(both)
 

@@ -40,7 +40,10 @@ if TYPE_CHECKING:
         check_collection_name,
         check_dimension,
         content_id,
+        fuse_hybrid,
         fuse_rrf,
+        hybrid_candidates,
+        looks_like_identifier,
     )
 
 __all__ = [
@@ -64,7 +67,10 @@ __all__ = [
     "check_dimension",
     "content_id",
     "format_hits",
+    "fuse_hybrid",
     "fuse_rrf",
+    "hybrid_candidates",
+    "looks_like_identifier",
     "lookup",
     "matches",
     "parse_expression",
@@ -84,6 +90,7 @@ _LOCATIONS = {
     **dict.fromkeys(("DEFAULT_COLLECTION", "Document", "IngestProgress", "IngestReport", "SearchMode",
                      "SemanticMemory", "format_hits", "reference"), "semantic"),
     **dict.fromkeys(("OPERATORS", "RRF_K", "And", "Condition", "Filter", "MemoryRecord", "Or", "SearchHit",
-                     "check_collection_name", "check_dimension", "content_id", "fuse_rrf"), "types"),
+                     "check_collection_name", "check_dimension", "content_id", "fuse_hybrid", "fuse_rrf",
+                     "hybrid_candidates", "looks_like_identifier"), "types"),
 }
 __getattr__, __dir__ = lazy_exports(__name__, _LOCATIONS, globals())
