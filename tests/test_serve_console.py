@@ -151,6 +151,11 @@ async def test_the_console_runs_a_function_chats_and_runs_a_plan_with_an_approva
     await page.wait_for_selector("#run-detail:not(.hidden)")
     await shoot(page, "6-runs")
     # the log view of the journal (`kernel serve` journals every run, as every kernel command)
+    for _ in range(20):  # the journal is written by a background thread: refresh until it shows
+        if "from the journal" in await page.inner_text("#runs-source"):
+            break
+        await page.click("#runs-refresh")
+        await page.wait_for_timeout(250)
     await expect(page.locator("#runs-source")).to_contain_text("from the journal")
     journaled = page.locator("#runs-table tbody tr", has_text="(journal)").filter(has_text="math.add").last
     assert await journaled.locator("td.status-ok").count() == 1
