@@ -54,6 +54,14 @@ def crunch(n: int, rounds: int = 2000) -> dict:
 
 
 @kernel_function
+def picky(n: int) -> int:
+    """Refuses 5."""
+    if n == 5:
+        raise ValueError(f"{n} is not welcome")
+    return n
+
+
+@kernel_function
 def where(n: int = 0) -> str:
     """The folder this plugin was loaded from, in the worker."""
     return str(HERE)
@@ -509,3 +517,19 @@ async def test_a_key_from_the_environment_reaches_the_workers(cluster: str, plug
                                     chunk_size=2)
     assert (report.done, report.failed) == (4, 0), [r.error for r in report.results if not r.ok]
     assert seen == ["Bearer sk-batch-0123456789"] * 4
+
+
+async def test_fail_fast_on_the_cluster(cluster: str, plugins: Path, tmp_path: Path) -> None:
+    """Without --fail-fast a failed record is recorded and the run goes on; with it, the run
+    stops at the first failure and the chunks still running on the cluster are cancelled."""
+    kernel = make_kernel(plugins)
+    records = [{"id": f"r{i}", "n": i} for i in range(400)]
+    report = await kernel.batch("work.picky", records, output=tmp_path / "all.jsonl", executor="ray", chunk_size=10)
+    assert (report.done, report.failed, report.stopped) == (399, 1, None)
+    [error] = lines(tmp_path / "all.errors.jsonl")
+    assert error["id"] == "r5" and "5 is not welcome" in error["message"]
+
+    report = await kernel.batch("work.picky", records, output=tmp_path / "ff.jsonl", executor="ray", chunk_size=10,
+                                max_in_flight=2, fail_fast=True)
+    assert report.stopped == "--fail-fast: record r5 failed" and report.failed == 1
+    assert report.done < 40, "no chunk submitted after the failure"
