@@ -365,3 +365,53 @@ async def test_the_journal_in_postgresql(journal_dsn: str, tmp_path: Path) -> No
     # a second process opening the same journal migrates nothing and reads the same
     with JournalReader(open_store(None, journal_dsn)) as again:
         assert len(again.runs()) == 4
+
+
+# --- hostile conditions ---------------------------------------------------------------------------
+
+
+def test_processes_writing_one_journal_at_once_lose_nothing(tmp_path: Path) -> None:
+    """Four processes open a new journal at the same moment (one migrates it, under a lock)
+    and write 200 runs each, concurrently."""
+    script = """
+import asyncio, sys
+from kernel import Kernel, KernelSettings
+
+async def main():
+    kernel = Kernel(settings=KernelSettings(journal=True, journal_path="journal.db"), load_entry_points=False)
+    for i in range(200):
+        await kernel.invoke("math.add", a=i, b=int(sys.argv[1]))
+    await kernel.aclose()
+
+asyncio.run(main())
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL_")}
+    env["PYTHONPATH"] = str(ROOT)
+    processes = [subprocess.Popen([sys.executable, "-c", script, str(n)], cwd=tmp_path, env=env,
+                                  stderr=subprocess.PIPE, text=True) for n in range(4)]
+    for process in processes:
+        _, err = process.communicate(timeout=180)
+        assert process.returncode == 0, err
+        assert "journal_write_failed" not in err and "journal_unavailable" not in err, err
+    with reader(tmp_path / "journal.db") as rows:
+        runs = rows.runs(limit=5000)
+        assert len(runs) == 800 and len({r["id"] for r in runs}) == 800  # ids unique across processes
+        assert rows.store.version() == SCHEMA_VERSION
+    with sqlite3.connect(tmp_path / "journal.db") as conn:
+        assert conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 1
+
+
+async def test_a_journal_that_is_not_a_database_never_breaks_an_invocation(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "journal.db"
+    path.write_text("not a database, only text " * 100, encoding="utf-8")
+    kernel = make_kernel(path)
+    assert (await kernel.invoke("tools.add", a=1, b=2)).value == 3
+    journal = journal_of(kernel)
+    await journal.commit()
+    await kernel.aclose()
+    assert journal.dropped >= 1 and journal.written == 0
+    # logged (to the standard library, or to structlog when the CLI configured it in this process)
+    logged = "\n".join(r.getMessage() for r in caplog.records) + capfd.readouterr().err
+    assert "journal_unavailable" in logged and "file is not a database" in logged, logged
+    assert path.read_text(encoding="utf-8").startswith("not a database")  # left as it was

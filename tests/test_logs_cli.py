@@ -247,3 +247,12 @@ def test_the_console_script_reads_the_journal(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert [run["id"] for run in json.loads(done.stdout)] == [ids["lang.translate"]]
+
+
+def test_a_journal_that_cannot_be_read_is_an_error_not_an_empty_list(cli: Any, tmp_path: Path) -> None:
+    (tmp_path / ".kernel").mkdir()
+    (tmp_path / ".kernel" / "journal.db").write_text("not a database " * 100, encoding="utf-8")
+    for argv in (["logs"], ["logs", "show"], ["logs", "stats", "--json"]):
+        code, out, err = cli(*argv)
+        assert code == 1 and out == "", argv
+        assert err.strip() == "error: cannot open the journal at .kernel/journal.db: file is not a database"

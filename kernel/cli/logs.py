@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from ..events import JournalReader
     from ..kernel import Kernel
 
-_EXIT_CODES = {EXIT_ERROR: "no such run, or no journal yet", EXIT_USAGE: "bad --since or --by",
-               EXIT_CONFIG: "configuration error"}
+_EXIT_CODES = {EXIT_ERROR: "no such run, no journal yet (show), or a journal that cannot be read",
+               EXIT_USAGE: "bad --since or --by", EXIT_CONFIG: "configuration error"}
 _SHOWN = 400  # characters of one content line in the tree (everything with --json)
 
 
@@ -63,12 +63,11 @@ def _list_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _reader(args: argparse.Namespace) -> JournalReader:
-    from ..events import JournalStoreError, open_reader
+    """The journal's reader: NoJournalError when there is none yet (nothing to list), a
+    JournalStoreError (exit 1) when there is one that cannot be read."""
+    from ..events import open_reader
 
-    try:
-        return open_reader(args.settings)
-    except JournalStoreError as exc:
-        raise LookupError(str(exc)) from None
+    return open_reader(args.settings)
 
 
 def _since(text: str | None) -> float | None:
@@ -94,13 +93,15 @@ def _fail(message: str) -> int:
 
 async def cmd_list(args: argparse.Namespace, kernel: Kernel | None) -> int:
     since = _since(args.since)
+    from ..events import NoJournalError
+
     try:
         reader = _reader(args)
-    except LookupError as exc:
+    except NoJournalError as exc:
         if args.json:
             print_json([])
         else:
-            print(f"no runs journaled yet ({exc})")
+            print(f"no runs journaled yet (no journal at {exc.where})")
         return EXIT_OK
     with reader:
         runs = reader.runs(limit=args.limit, function=args.function, service=args.service, since=since,
@@ -161,10 +162,12 @@ def _table(rows: list[list[str]]) -> None:
 
 
 async def cmd_show(args: argparse.Namespace, kernel: Kernel | None) -> int:
+    from ..events import NoJournalError
+
     try:
         with _reader(args) as reader:
             tree = reader.tree(reader.resolve(args.run))
-    except LookupError as exc:
+    except (LookupError, NoJournalError) as exc:
         return _fail(str(exc).strip("'\""))
     if args.json:
         print_json(tree)
@@ -266,9 +269,11 @@ def _text(value: Any) -> str:
 async def cmd_stats(args: argparse.Namespace, kernel: Kernel | None) -> int:
     since = _since(args.since)
     groups = args.by or ["service", "function", "day"]
+    from ..events import NoJournalError
+
     try:
         reader = _reader(args)
-    except LookupError:
+    except NoJournalError:
         result: dict[str, list[dict[str, Any]]] = {f"by_{by}": [] for by in groups}
     else:
         with reader:

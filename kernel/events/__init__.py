@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from .memory import MemorySink
     from .otel import OtelSink
     from .query import JournalReader, PlanState, load_plan_state, local_time, open_reader, parse_since
-    from .store import SCHEMA_VERSION, JournalStoreError
+    from .store import SCHEMA_VERSION, JournalStoreError, NoJournalError
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -61,6 +61,7 @@ __all__ = [
     "MemorySearchEvent",
     "MemorySink",
     "ModelEvent",
+    "NoJournalError",
     "OtelSink",
     "PlanEvent",
     "PlanState",
@@ -88,6 +89,6 @@ _LOCATIONS = {
     "OtelSink": "otel",
     **dict.fromkeys(("JournalReader", "PlanState", "load_plan_state", "local_time", "open_reader", "parse_since"),
                     "query"),
-    **dict.fromkeys(("SCHEMA_VERSION", "JournalStoreError"), "store"),
+    **dict.fromkeys(("SCHEMA_VERSION", "JournalStoreError", "NoJournalError"), "store"),
 }
 __getattr__, __dir__ = lazy_exports(__name__, _LOCATIONS, globals())

@@ -22,13 +22,21 @@ from typing import Any
 
 from ..errors import ConfigurationError, KernelError
 
-__all__ = ["SCHEMA_VERSION", "JournalStore", "JournalStoreError", "open_store"]
+__all__ = ["SCHEMA_VERSION", "JournalStore", "JournalStoreError", "NoJournalError", "open_store"]
 
 SCHEMA_VERSION = 2
 
 
 class JournalStoreError(KernelError):
     """The journal cannot be opened, migrated or read."""
+
+
+class NoJournalError(JournalStoreError):
+    """There is no journal to read yet (nothing was journaled where the settings point)."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        super().__init__(f"no journal at {where} (nothing journaled yet)")
 
 
 _V1 = [
@@ -284,7 +292,7 @@ def open_store(path: str | Path | None, dsn: str | None, *, migrate: bool = True
             raise ConfigurationError("the journal needs journal_path or journal_dsn")
         target = Path(path)
         if not create and not target.exists():
-            raise JournalStoreError(f"no journal at {target} (nothing journaled yet)")
+            raise NoJournalError(str(target))
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(target, timeout=10.0, isolation_level="DEFERRED")
