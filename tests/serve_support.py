@@ -56,7 +56,7 @@ options = {{ log_dir = "{log_dir}", delay = {delay}, delay_slow = 0.2 }}
     return root
 
 
-def write_upstream_project(root: Path, base_url: str) -> Path:
+def write_upstream_project(root: Path, base_url: str, model: str = "stub-1") -> Path:
     """A project folder whose default chat service is the OpenAI connector pointed at an
     OpenAI-compatible server (`upstream`: tests/data/serve/upstream.py), no retries."""
     root.mkdir(parents=True, exist_ok=True)
@@ -67,7 +67,7 @@ plugin_autoload = false
 
 [services.upstream]
 provider = "openai"
-model = "stub-1"
+model = "{model}"
 base_url = "{base_url}"
 api_key = "unused-upstream-key"
 retry = {{ max_attempts = 1 }}

@@ -302,6 +302,41 @@ def test_a_client_giving_up_before_the_answer_closes_the_upstream_call(over_http
     _wait_upstream(log_dir, "disconnected", marker)
 
 
+@pytest.mark.llama_server
+def test_kernel_serve_in_front_of_a_real_model_server(tmp_path: Path, llama_server: Any) -> None:
+    """The upstream is llama-cpp-python's OpenAI-compatible server with Gemma 3 270M: plain,
+    streamed, the client's tool with a named tool_choice, and the kernel model calling a
+    kernel function, all through the official SDK."""
+    from openai import OpenAI
+
+    root = write_upstream_project(tmp_path, llama_server.base_url, llama_server.model)
+    with serving(root) as served:
+        client = OpenAI(base_url=f"{served.url}/v1", api_key="unused", max_retries=0, timeout=120)
+        user = [{"role": "user", "content": "Name a colour."}]
+        plain = client.chat.completions.create(model="upstream", messages=user, max_tokens=8)  # type: ignore[arg-type]
+        assert plain.choices[0].message.content and plain.usage is not None and plain.usage.completion_tokens > 0
+        pieces, usage = [], None
+        for chunk in client.chat.completions.create(model="upstream", messages=user, max_tokens=8,  # type: ignore[arg-type]
+                                                    stream=True, stream_options={"include_usage": True}):
+            if chunk.choices and chunk.choices[0].delta.content:
+                pieces.append(chunk.choices[0].delta.content)
+            usage = chunk.usage or usage
+        # a usage chunk as asked (llama.cpp's server counts no tokens in a stream: zeros, as it reported them)
+        assert len(pieces) >= 2 and usage is not None
+        asked = client.chat.completions.create(
+            model="upstream", tools=[ADD], tool_choice={"type": "function", "function": {"name": "get_weather"}},  # type: ignore[list-item]
+            messages=[{"role": "user", "content": "What is the weather in Oslo?"}], max_tokens=60, temperature=0)
+        [call] = asked.choices[0].message.tool_calls or []
+        assert call.function.name == "get_weather" and "city" in json.loads(call.function.arguments)  # type: ignore[union-attr]
+        done = client.chat.completions.create(
+            model="kernel", tool_choice={"type": "function", "function": {"name": "math-add"}}, max_tokens=120,
+            temperature=0,
+            messages=[{"role": "user", "content": "Add 2 and 3."}])
+        [made] = (done.model_extra or {})["kernel"]["tool_calls"]
+        assert made["function"] == "math.add" and made["is_error"] is False
+        assert float(made["content"]) == sum(json.loads(made["arguments"]).values())  # the kernel ran it
+
+
 def test_serving_with_keys_in_a_real_process(tmp_path: Path) -> None:
     from kernel.serve import hash_key
 
