@@ -230,8 +230,7 @@ async def test_a_worker_killed_mid_run_has_its_chunk_retried_elsewhere(cluster: 
     out = lines(tmp_path / "out.jsonl")
     assert [r["result"]["n"] for r in out] == list(range(300)), "each record once, in order"
     assert out[137]["result"]["pid"] != killed, "the chunk was retried in another worker"
-    with pytest.raises(ProcessLookupError):
-        os.kill(killed, 0)
+    assert not alive(killed), "the killed worker is gone (or a zombie waiting to be reaped)"
 
 
 async def test_a_run_on_ray_resumes(cluster: str, plugins: Path, tmp_path: Path) -> None:
@@ -247,6 +246,14 @@ async def test_a_run_on_ray_resumes(cluster: str, plugins: Path, tmp_path: Path)
     assert (report.done, report.skipped) == (80, 120)
     assert sorted(int(n) for n in log.read_text().split()) == list(range(120, 200)), "only what was not done"
     assert [r["result"]["n"] for r in lines(out)] == list(range(200))
+
+
+def alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
 
 
 def cli_env(site: Path) -> dict[str, str]:
