@@ -284,3 +284,70 @@ def test_kernel_plan_resume_without_confirmation_or_with_a_bad_run(project: Path
                            env=env(), capture_output=True, text=True, timeout=120)
     assert mixed.returncode == 2 and "no GOAL, --from, --input or -o with it" in mixed.stderr
     assert effects(project) == ["a", "b", "start c"]
+
+
+# --- in one process: a failed run, a run journaled without content ---------------------------------
+
+
+class Flaky:
+    """`flaky.once` fails the first time it is called; `flaky.count` counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def functions(self) -> list[Any]:
+        from kernel import kernel_function
+
+        @kernel_function
+        def count(name: str) -> str:
+            """Count a call."""
+            self.calls.append(name)
+            return name
+
+        @kernel_function
+        def once(text: str) -> str:
+            """Fail the first time."""
+            self.calls.append("once")
+            if self.calls.count("once") == 1:
+                raise RuntimeError("not yet")
+            return text.upper()
+
+        return [count, once]
+
+
+FLAKY_PLAN = {"goal": "count then once", "steps": [
+    {"id": "s1", "function": "flaky.count", "arguments": {"name": "x"}},
+    {"id": "s2", "function": "flaky.once", "arguments": {"text": "$s1"}},
+], "output": "s2"}
+
+
+async def test_a_failed_run_resumes_from_the_journal_in_the_same_process(tmp_path: Path) -> None:
+    from kernel.errors import PlanExecutionError
+
+    flaky = Flaky()
+    kernel = Kernel(settings=KernelSettings(journal=True, journal_path=tmp_path / "j.db"), load_entry_points=False)
+    kernel.add_plugin(flaky.functions(), name="flaky")
+    try:
+        with pytest.raises(PlanExecutionError, match="not yet"):
+            await execute_plan(kernel, Plan.from_dict(FLAKY_PLAN))
+        run = await execute_plan(kernel, Plan.from_dict(FLAKY_PLAN), resume="last")
+    finally:
+        await kernel.aclose()
+    assert run.result == "X" and flaky.calls == ["x", "once", "once"]  # s1 ran once
+
+
+async def test_a_run_journaled_without_content_cannot_resume_and_says_why(tmp_path: Path) -> None:
+    from kernel.errors import PlanExecutionError
+
+    flaky = Flaky()
+    settings = KernelSettings(journal=True, journal_path=tmp_path / "j.db", journal_content=False)
+    kernel = Kernel(settings=settings, load_entry_points=False)
+    kernel.add_plugin(flaky.functions(), name="flaky")
+    try:
+        with pytest.raises(PlanExecutionError):
+            await execute_plan(kernel, Plan.from_dict(FLAKY_PLAN))
+        with pytest.raises(PlanError, match=r"journaled without content .* its step outputs were not kept"):
+            await execute_plan(kernel, Plan.from_dict(FLAKY_PLAN), resume="last")
+    finally:
+        await kernel.aclose()
+    assert flaky.calls == ["x", "once"]

@@ -461,3 +461,19 @@ async def test_memory_inside_an_invocation_belongs_to_its_run(kernel: Kernel, tm
     [search] = sink.of("memory_search")
     [embedding] = sink.of("embedding")
     assert search.parent_id == root.id and embedding.parent_id == search.id
+
+
+async def test_an_excluded_function_keeps_no_content_as_a_tool_call_or_a_plan_step(model: ScriptedChatModel) -> None:
+    kernel = build({"main": model}, journal_exclude=["tools.add"])
+    sink = MemorySink()
+    attach(kernel, sink)
+    model.queue(tool_call("tools.add", a=20, b=22), "done")
+    await kernel.chat("Add.", tools=["tools.add"])
+    [tool] = sink.of("tool")
+    assert not tool.content and tool.call_id  # type: ignore[attr-defined]  # metadata stays
+    assert sink.of("chat")[0].content  # the turn itself is not excluded
+    await execute_plan(kernel, Plan.from_dict({"goal": "g", "steps": [
+        {"id": "s1", "function": "tools.add", "arguments": {"a": 1, "b": 2}}], "output": "s1"}))
+    [step] = sink.of("step")
+    assert not step.content and step.step == "s1"  # type: ignore[attr-defined]
+    assert all(not e.content for e in sink.of("function") if e.name == "tools.add")

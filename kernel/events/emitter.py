@@ -357,7 +357,8 @@ class Emitter:
         """A tool call of the loop; set `result` and `is_error` on the event before the
         block ends (an error result makes the event an error)."""
         return self.span(ToolEvent(function or call.name, _usage.EVENT.get(), call_id=call.id,
-                                   arguments=call.arguments, round=round))
+                                   arguments=call.arguments, round=round,
+                                   content=function is None or self.content_for(function)))
 
     async def render_filter(self, context: PromptContext, next: Next) -> None:
         """The `prompt` filter the emitter adds: a prompt event for each render inside a
@@ -380,12 +381,14 @@ class Emitter:
 
     def step(self, step: str, function: KernelFunction,
              arguments: dict[str, Any]) -> contextlib.AbstractContextManager[StepEvent]:
-        return self.span(StepEvent(function.fully_qualified_name, _usage.EVENT.get(), step=step,
-                                   arguments=arguments, idempotent=getattr(function, "idempotent", True)))
+        name = function.fully_qualified_name
+        return self.span(StepEvent(name, _usage.EVENT.get(), step=step, arguments=arguments,
+                                   idempotent=getattr(function, "idempotent", True), content=self.content_for(name)))
 
     def carried(self, step: str, function: str, output: Any) -> None:
         """A step done by the run being resumed: recorded in this run, not run again."""
-        event = StepEvent(function, _usage.EVENT.get(), step=step, arguments={}, idempotent=True, carried=True)
+        event = StepEvent(function, _usage.EVENT.get(), step=step, arguments={}, idempotent=True, carried=True,
+                          content=self.content_for(function))
         event.output = output
         self.begin(event)
         self.finish(event)

@@ -295,8 +295,9 @@ class ToolEvent(Event):
     __slots__ = ("arguments", "call_id", "is_error", "result", "round")
     kind: Kind = "tool"
 
-    def __init__(self, name: str, parent: Event | None, *, call_id: str, arguments: str, round: int) -> None:
-        super().__init__(name, parent)
+    def __init__(self, name: str, parent: Event | None, *, call_id: str, arguments: str, round: int,
+                 content: bool = True) -> None:
+        super().__init__(name, parent, content=content)
         self.call_id = call_id
         self.arguments = arguments
         self.round = round
@@ -363,8 +364,8 @@ class StepEvent(Event):
     kind: Kind = "step"
 
     def __init__(self, name: str, parent: Event | None, *, step: str, arguments: dict[str, Any],
-                 idempotent: bool, carried: bool = False) -> None:
-        super().__init__(name, parent)
+                 idempotent: bool, carried: bool = False, content: bool = True) -> None:
+        super().__init__(name, parent, content=content)
         self.step = step
         self.call_id = f"plan-step-{step}"
         self.arguments = arguments
