@@ -2,10 +2,13 @@
 
 The runner streams: it reads one record at a time, skips those an earlier run finished,
 groups the others into chunks, keeps at most the executor's `max_in_flight` chunks
-running (waiting for one to finish before it reads on), and writes each result as it
-arrives (see `kernel.batch.output` for the files and how a re-run resumes). A record that
-fails (bad arguments, an error of the function, a line that is not JSON) is written to
-the errors file and the run goes on, unless `fail_fast`.
+running (waiting for one to finish before it reads on; in input order also at most
+`REORDER_WINDOW` times that many chunks ahead of the oldest unwritten one, so results
+waiting for their turn stay bounded), and writes each result as it arrives (see
+`kernel.batch.output` for the files and how a re-run resumes). A record that fails (a
+missing field, bad arguments, an error of the function, a line that is not JSON) is
+written to the errors file in its turn and the run goes on, unless `fail_fast`. The output
+file is locked for the run: a second run on it is refused.
 """
 
 from __future__ import annotations
