@@ -237,3 +237,26 @@ def test_a_second_process_loads_the_folder_without_parsing(tmp_path: Path) -> No
     assert (first["parsed"], first["hits"]) == (5, 0)
     assert (second["parsed"], second["hits"]) == (0, 5)
     assert second["files_written"] == 0
+
+
+def test_a_warm_kernel_loads_neither_the_template_engine_nor_the_yaml_parser(tmp_path: Path) -> None:
+    """The standard prompt files restored from the cache: jinja2 and PyYAML load with the
+    first render or the first changed file, not with `Kernel()` (a cold start cost)."""
+    cache_dir = tmp_path / "cache"
+    code = (
+        "import json, sys\n"
+        "from kernel import Kernel\n"
+        "from kernel.plugin_folders.discovery import parse_cache_of\n"
+        "kernel = Kernel()\n"
+        "assert kernel.get_function('writer.summarize') is not None\n"
+        "stats = parse_cache_of(kernel.settings).stats.as_dict()\n"
+        "stats.update(jinja2='jinja2' in sys.modules, yaml='yaml' in sys.modules)\n"
+        "print(json.dumps(stats))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL_")}
+    env.update(PYTHONPATH=str(REPO), KERNEL_CACHE_DIR=str(cache_dir), KERNEL_PLUGIN_AUTOLOAD="false")
+    runs = [json.loads(subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, check=True,
+                                      capture_output=True, text=True, timeout=120).stdout.strip().splitlines()[-1])
+            for _ in range(2)]
+    assert (runs[0]["parsed"], runs[0]["jinja2"], runs[0]["yaml"]) == (2, True, True)
+    assert (runs[1]["parsed"], runs[1]["hits"], runs[1]["jinja2"], runs[1]["yaml"]) == (0, 2, False, False)

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from .filters import lookup, matches, parse_expression, parse_expressions, parse_filter, to_dict
     from .plugin import MemoryPlugin
     from .semantic import (
-        DEFAULT_COLLECTION,
         Document,
         IngestProgress,
         IngestReport,
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
         reference,
     )
     from .types import (
+        DEFAULT_COLLECTION,
         OPERATORS,
         RRF_K,
         And,
@@ -87,9 +87,10 @@ _LOCATIONS = {
     **dict.fromkeys(("lookup", "matches", "parse_expression", "parse_expressions", "parse_filter", "to_dict"),
                     "filters"),
     "MemoryPlugin": "plugin",
-    **dict.fromkeys(("DEFAULT_COLLECTION", "Document", "IngestProgress", "IngestReport", "SearchMode",
+    **dict.fromkeys(("Document", "IngestProgress", "IngestReport", "SearchMode",
                      "SemanticMemory", "format_hits", "reference"), "semantic"),
-    **dict.fromkeys(("OPERATORS", "RRF_K", "And", "Condition", "Filter", "MemoryRecord", "Or", "SearchHit",
+    **dict.fromkeys(("DEFAULT_COLLECTION", "OPERATORS", "RRF_K", "And", "Condition", "Filter", "MemoryRecord", "Or",
+                     "SearchHit",
                      "check_collection_name", "check_dimension", "content_id", "fuse_hybrid", "fuse_rrf",
                      "hybrid_candidates", "looks_like_identifier"), "types"),
 }

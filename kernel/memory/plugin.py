@@ -10,12 +10,15 @@ Applications read any collection through `SemanticMemory` directly.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from ..errors import ArgumentError
 from ..functions import kernel_function
 from ..kernel import Kernel  # a runtime name: the injected parameter's type hint
-from .semantic import DEFAULT_COLLECTION, SemanticMemory, format_hits
+from .types import DEFAULT_COLLECTION
+
+if TYPE_CHECKING:
+    from .semantic import SemanticMemory
 
 
 class MemoryPlugin:
@@ -29,6 +32,8 @@ class MemoryPlugin:
         self.embedding_service, self.store_service = embedding, store
 
     def memory(self, kernel: Kernel) -> SemanticMemory:
+        from .semantic import SemanticMemory  # when memory is first used, not with every kernel
+
         return SemanticMemory(
             kernel.services.embedding(self.embedding_service),
             kernel.services.memory(self.store_service),
@@ -54,6 +59,8 @@ class MemoryPlugin:
                 f"{', '.join(map(repr, granted)) or 'none'} (the application grants more in the setting "
                 "recall_collections, KERNEL_RECALL_COLLECTIONS)",
             )
+        from .semantic import format_hits
+
         hits = await self.memory(kernel).search(question, collection, max(1, min(k, 50)))
         return format_hits(hits)
 

@@ -38,13 +38,21 @@ from ..errors import MemoryStoreError
 from ..logging import LazyLogger
 from .chunking import SkippedFile, Unit, decode_text, find_files, split_text
 from .filters import parse_filter
-from .types import And, Condition, Filter, MemoryRecord, SearchHit, check_collection_name, content_id
+from .types import (
+    DEFAULT_COLLECTION,
+    And,
+    Condition,
+    Filter,
+    MemoryRecord,
+    SearchHit,
+    check_collection_name,
+    content_id,
+)
 
 if TYPE_CHECKING:
     from ..hookspecs import EmbeddingModel, VectorStore
 
 SearchMode = Literal["hybrid", "vector", "keyword"]
-DEFAULT_COLLECTION = "docs"
 log = LazyLogger("kernel.memory")
 
 

@@ -91,6 +91,9 @@ def content_id(text: str, source: str | None = None) -> str:
     return h.hexdigest()
 
 
+DEFAULT_COLLECTION = "docs"
+"""The collection memory reads and fills when none is named."""
+
 RRF_K = 60
 """Constant of reciprocal rank fusion (hybrid search): score = sum weight / (RRF_K + rank)."""
 

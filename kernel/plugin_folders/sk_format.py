@@ -17,10 +17,7 @@ from ..errors import KernelError
 from ..functions import NAME_PATTERN
 from ..prompts import TEMPLATES, InputVariable, PromptFunction
 from .declarations import build_input_variable, build_prompt_function, translate_sk
-from .handlebars import HandlebarsError
-from .handlebars import translate as translate_handlebars
 from .reader import FolderReader, Skip, is_mapping_of_mappings, json_key_line, key_line
-from .sk_helpers import HandlebarsHelpers, Jinja2Helpers, SKSyntaxHelpers
 
 SK_PROMPT_FILE = "skprompt.txt"
 SK_CONFIG_FILE = "config.json"
@@ -106,10 +103,15 @@ def sk_function(reader: FolderReader, plugin: str, name: str, config: dict[str, 
     if len(reader.problems) > problems_before:
         raise Skip
     declared = {v.name for v in inputs}
+    from .sk_helpers import HandlebarsHelpers, Jinja2Helpers, SKSyntaxHelpers  # they need jinja2: not before
+
     helpers: HandlebarsHelpers | Jinja2Helpers | SKSyntaxHelpers
     if template_format == "semantic-kernel":
         body, helpers = translate_sk(reader, template, template_path, offset), SKSyntaxHelpers()
     elif template_format == "handlebars":
+        from .handlebars import HandlebarsError
+        from .handlebars import translate as translate_handlebars
+
         try:
             translation = translate_handlebars(template, frozenset(declared))
         except HandlebarsError as exc:

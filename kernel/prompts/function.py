@@ -11,7 +11,6 @@ from pydantic import BaseModel, ConfigDict, create_model
 from ..contents import ChatMessage, KernelStreamEvent
 from ..errors import InvocationError
 from ..functions import KernelFunction, ParameterInfo, check_name
-from .markup import prepare_variables
 from .structured_output import MAX_REPAIRS, check_output, repair_message
 from .templates import SK_CALL, TEMPLATES, CompiledTemplate, SKFunctionCall, TemplateHelpers
 
@@ -200,6 +199,8 @@ class PromptFunction(KernelFunction):
 
     async def render(self, kernel: Kernel, arguments: Mapping[str, Any]) -> str:
         """The rendered prompt text (escaped values, before chat parsing)."""
+        from .markup import prepare_variables  # with the template engine, not with the function
+
         variables = prepare_variables(arguments, self._trusted)
         functions: Mapping[str, Any] = kernel.template_functions()
         if self.template.uses_sk_call or self._helpers is not None:

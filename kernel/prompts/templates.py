@@ -1,6 +1,10 @@
 """Templates: parsed once (syntax errors and variables known at load time), compiled on
 first render and cached; kernel functions as template globals (`{{ plugin.fn(x) }}`), and
-`sk_call("name", ...)`, the call Semantic Kernel's template formats are translated to."""
+`sk_call("name", ...)`, the call Semantic Kernel's template formats are translated to.
+
+Jinja and the sandbox load with the first template parsed, compiled or rendered: a
+template restored from the plugin folders' parse cache needs neither, so a `Kernel()`
+whose prompt files did not change does not import jinja2."""
 
 from __future__ import annotations
 
@@ -10,16 +14,17 @@ from collections.abc import Callable, Mapping
 from difflib import get_close_matches
 from typing import TYPE_CHECKING, Any, Protocol
 
-import jinja2
-from jinja2 import nodes
-from jinja2.exceptions import SecurityError, UndefinedError
-
 from ..errors import FunctionNotFoundError, SandboxViolationError, TemplateRenderError, TemplateSyntaxError
-from .bounds import CAPTURED, MAX_CAPTURED_CHARS, MAX_OUTPUT_CHARS, MAX_RANGE_TOTAL, check_weight
-from .sandbox import ENVIRONMENT, REMOVED_GLOBALS, SYNC_ENVIRONMENT
 
 if TYPE_CHECKING:
+    import jinja2
+    from jinja2 import nodes
+    from jinja2.exceptions import UndefinedError
+
     from ..kernel import Kernel
+
+    _Scan = tuple[list[nodes.Name], set[str], list[tuple[nodes.Name, str]], nodes.Getattr | None,
+                  list[tuple[nodes.Name, nodes.Call]]]
 
 TEMPLATE_CACHE_SIZE = 512
 
@@ -29,8 +34,8 @@ class RenderBudget:
 
     __slots__ = ("remaining",)
 
-    def __init__(self) -> None:
-        self.remaining = MAX_RANGE_TOTAL
+    def __init__(self, total: int) -> None:
+        self.remaining = total
 
 
 def bounded_range(budget: RenderBudget) -> Callable[..., range]:
@@ -38,6 +43,10 @@ def bounded_range(budget: RenderBudget) -> Callable[..., range]:
         rng = range(*args)
         budget.remaining -= len(rng)
         if budget.remaining < 0:
+            from jinja2.exceptions import SecurityError
+
+            from .bounds import MAX_RANGE_TOTAL
+
             raise SecurityError(f"loops in this template exceed {MAX_RANGE_TOTAL:,} range items")
         return rng
 
@@ -54,6 +63,8 @@ class TemplateFunction:
         self._function = function
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from .bounds import check_weight
+
         check_weight([*args, *kwargs.values()], f"arguments of {self._function.fully_qualified_name}")
         arguments = self._function.bind_positional(args, kwargs)
         result = await self._kernel.invoke(self._function, arguments)
@@ -113,6 +124,8 @@ class SKFunctionCall:
             function = find_function(self._kernel, name)
         except FunctionNotFoundError as exc:
             raise TemplateRenderError(f"{self._source}: {exc}") from None
+        from .bounds import check_weight
+
         check_weight([*args, *kwargs.values()], f"arguments of {function.fully_qualified_name}")
         given = function.bind_positional(args, kwargs)
         arguments = {p.name: self._arguments[p.name] for p in function.parameters
@@ -158,10 +171,6 @@ class PluginNamespace:
 _IMPLICIT_NAMES = frozenset({"varargs", "kwargs", "self", "super", "range", SK_CALL})
 
 
-_Scan = tuple[list[nodes.Name], set[str], list[tuple[nodes.Name, str]], nodes.Getattr | None,
-              list[tuple[nodes.Name, nodes.Call]]]
-
-
 def _scan(ast: nodes.Template) -> _Scan:
     """One walk over a parsed template: names read, names bound (set, for targets, macro
     names and parameters), `name.attr(...)` calls, the first private attribute access, and
@@ -169,6 +178,8 @@ def _scan(ast: nodes.Template) -> _Scan:
 
     Cheaper than `jinja2.meta.find_undeclared_variables`, which runs the code generator;
     it ignores Jinja's finer scoping (a name read before a later `set` counts as bound)."""
+    from jinja2 import nodes
+
     loaded: list[nodes.Name] = []
     bound: set[str] = set()
     calls: list[tuple[nodes.Name, str]] = []
@@ -214,6 +225,11 @@ class CompiledTemplate:
                  "sk_names", "source", "uses_sk_call", "variables")
 
     def __init__(self, source: str, name: str) -> None:
+        import jinja2
+        from jinja2 import nodes
+
+        from .sandbox import ENVIRONMENT, REMOVED_GLOBALS
+
         self.source, self.name = source, name
         try:
             ast = ENVIRONMENT.parse(source, name=name)
@@ -277,6 +293,10 @@ class CompiledTemplate:
         """The compiled Jinja template (code generation happens here, once)."""
         template = self._template
         if template is None:
+            import jinja2
+
+            from .sandbox import ENVIRONMENT, SYNC_ENVIRONMENT
+
             env = ENVIRONMENT if self.is_async else SYNC_ENVIRONMENT
             try:
                 ast = self._ast if self._ast is not None else env.parse(self.source, name=self.name)
@@ -288,7 +308,10 @@ class CompiledTemplate:
         return template
 
     async def render(self, variables: Mapping[str, Any], functions: Mapping[str, Any]) -> str:
-        budget = RenderBudget()
+        template = self.template  # compiled on first render: jinja2 and the bounds are loaded from here on
+        from .bounds import CAPTURED, MAX_CAPTURED_CHARS, MAX_OUTPUT_CHARS, MAX_RANGE_TOTAL
+
+        budget = RenderBudget(MAX_RANGE_TOTAL)
         captured = CAPTURED.set([MAX_CAPTURED_CHARS])
         context = dict(functions)
         context.update(variables)
@@ -297,39 +320,53 @@ class CompiledTemplate:
         parts: list[str] = []
         try:
             if self.is_async:
-                async for chunk in self.template.generate_async(context):
+                async for chunk in template.generate_async(context):
                     size += len(chunk)
                     if size > MAX_OUTPUT_CHARS:
-                        raise SecurityError(f"rendered output exceeds {MAX_OUTPUT_CHARS:,} characters")
+                        raise SandboxViolationError(f"{self.name}: rendered output exceeds "
+                                                    f"{MAX_OUTPUT_CHARS:,} characters")
                     parts.append(chunk)
             else:  # the compiled root function itself: `Template.generate` adds a generator per chunk
-                template = self.template
                 for chunk in template.root_render_func(template.new_context(context)):
                     size += len(chunk)
                     if size > MAX_OUTPUT_CHARS:
-                        raise SecurityError(f"rendered output exceeds {MAX_OUTPUT_CHARS:,} characters")
+                        raise SandboxViolationError(f"{self.name}: rendered output exceeds "
+                                                    f"{MAX_OUTPUT_CHARS:,} characters")
                     parts.append(chunk)
-        except SecurityError as exc:
-            raise SandboxViolationError(f"{self.name}: {exc}") from None
-        except UndefinedError as exc:
-            if exc.__class__ is not UndefinedError and isinstance(exc, SecurityError):
-                raise SandboxViolationError(f"{self.name}: {exc}") from None
-            raise TemplateRenderError(f"{self.name}: {_undefined_message(exc)}") from None
-        except RecursionError:
-            raise TemplateRenderError(f"{self.name}: recursion too deep (recursive macro or call)") from None
-        except MemoryError:
-            raise SandboxViolationError(f"{self.name}: out of memory while rendering (a value grew too big)") from None
-        except TemplateRenderError:
-            raise
-        except jinja2.TemplateError as exc:
-            raise TemplateRenderError(f"{self.name}: {exc}") from None
-        except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
-            if hasattr(exc, "function"):  # ArgumentError from a nested call: keep it precise
+        except Exception as exc:
+            error = _render_error(self.name, exc)
+            if error is None:
                 raise
-            raise TemplateRenderError(f"{self.name}: {type(exc).__name__}: {exc}") from None
+            raise error from None
         finally:
             CAPTURED.reset(captured)
         return "".join(parts)
+
+
+def _render_error(name: str, exc: Exception) -> Exception | None:
+    """The kernel error a failed render raises (None: `exc` itself, as it is)."""
+    import jinja2
+    from jinja2.exceptions import SecurityError, UndefinedError
+
+    if isinstance(exc, SecurityError):
+        return SandboxViolationError(f"{name}: {exc}")
+    if isinstance(exc, UndefinedError):
+        if exc.__class__ is not UndefinedError and isinstance(exc, SecurityError):
+            return SandboxViolationError(f"{name}: {exc}")
+        return TemplateRenderError(f"{name}: {_undefined_message(exc)}")
+    if isinstance(exc, RecursionError):
+        return TemplateRenderError(f"{name}: recursion too deep (recursive macro or call)")
+    if isinstance(exc, MemoryError):
+        return SandboxViolationError(f"{name}: out of memory while rendering (a value grew too big)")
+    if isinstance(exc, TemplateRenderError):
+        return None
+    if isinstance(exc, jinja2.TemplateError):
+        return TemplateRenderError(f"{name}: {exc}")
+    if isinstance(exc, TypeError | ValueError | ArithmeticError | LookupError | AttributeError):
+        if hasattr(exc, "function"):  # ArgumentError from a nested call: keep it precise
+            return None
+        return TemplateRenderError(f"{name}: {type(exc).__name__}: {exc}")
+    return None
 
 
 def _undefined_message(exc: UndefinedError) -> str:
