@@ -303,7 +303,13 @@ async def test_chat_request_errors_are_problem_details(tmp_path: Path) -> None:
                   {"model": "kernel", "messages": user, "tools": [{"type": "function",
                                                                    "function": {"name": "mine"}}]},
                   {"model": "kernel", "messages": user, "tool_choice": 7},
-                  {"model": "test", "messages": user, "max_tokens": -1}],
+                  {"model": "test", "messages": user, "max_tokens": -1},
+                  {"model": "test", "messages": user, "temperature": "hot"},
+                  {"model": "test", "messages": user, "stop": {"a": 1}},
+                  {"model": "test", "messages": user, "seed": 1.5},
+                  {"model": "test", "messages": user, "stream": "yes"},
+                  {"model": "test", "messages": user, "tools": [{"type": "function",
+                                                                  "function": {"name": "f", "parameters": "x"}}]}],
             404: [{"model": "nope", "messages": user}],
         }
         for status, bodies in cases.items():

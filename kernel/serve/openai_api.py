@@ -22,7 +22,7 @@ other than 1 and non-text content parts are refused (400).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..contents import (
@@ -56,6 +56,30 @@ __all__ = ["KERNEL_MODEL", "chat_services", "routes"]
 KERNEL_MODEL = "kernel"
 _SETTINGS = ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "user")
 _FINISH = frozenset({"stop", "length", "tool_calls", "content_filter"})
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _stop(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _text_value(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+_SETTING_TYPES: dict[str, Callable[[Any], bool]] = {
+    "temperature": _number, "top_p": _number, "presence_penalty": _number, "frequency_penalty": _number,
+    "seed": _integer, "stop": _stop, "user": _text_value}
+_SETTING_KINDS = {"temperature": "a number", "top_p": "a number", "presence_penalty": "a number",
+                  "frequency_penalty": "a number", "seed": "an integer", "stop": "a string or a list of strings",
+                  "user": "a string"}
 
 
 # --- models -----------------------------------------------------------------------------------
@@ -166,6 +190,9 @@ def parse_settings(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
     if body.get("n") not in (None, 1):
         raise HttpProblem(400, "unsupported parameter", "'n' must be 1: one answer per request")
     settings = {key: body[key] for key in _SETTINGS if body.get(key) is not None}
+    for key, value in settings.items():
+        if not _SETTING_TYPES[key](value):
+            raise HttpProblem(400, "invalid request", f"'{key}' must be {_SETTING_KINDS[key]}")
     tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     if tokens is not None:
         if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
@@ -198,6 +225,8 @@ def parse_tools(body: dict[str, Any]) -> list[ToolSpec]:
             raise HttpProblem(400, "invalid request", f"tools[{index}] must be {{'type': 'function', 'function': "
                               "{'name': ..., 'parameters': ...}}")
         parameters = function.get("parameters") or {"type": "object", "properties": {}}
+        if not isinstance(parameters, dict):
+            raise HttpProblem(400, "invalid request", f"tools[{index}].function.parameters must be a JSON schema")
         specs.append(ToolSpec(function["name"], str(function.get("description") or ""), parameters))
     return specs
 
@@ -273,7 +302,9 @@ async def chat_completions(request: Request, ctx: ServeContext, principal: Princ
     messages = parse_messages(body.get("messages"))
     settings, schema = parse_settings(body)
     choice = parse_tool_choice(body.get("tool_choice"))
-    stream = body.get("stream") is True
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise HttpProblem(400, "invalid request", "'stream' must be true or false")
     options = body.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
     agent = agents(ctx).get(model)
