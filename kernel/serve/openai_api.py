@@ -302,7 +302,8 @@ async def chat_completions(request: Request, ctx: ServeContext, principal: Princ
     messages = parse_messages(body.get("messages"))
     settings, schema = parse_settings(body)
     choice = parse_tool_choice(body.get("tool_choice"))
-    stream = body.get("stream", False)
+    stream = body.get("stream")
+    stream = False if stream is None else stream  # some clients send null
     if not isinstance(stream, bool):
         raise HttpProblem(400, "invalid request", "'stream' must be true or false")
     options = body.get("stream_options")
