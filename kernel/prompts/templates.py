@@ -309,7 +309,7 @@ class CompiledTemplate:
 
     async def render(self, variables: Mapping[str, Any], functions: Mapping[str, Any]) -> str:
         template = self.template  # compiled on first render: jinja2 and the bounds are loaded from here on
-        from .bounds import CAPTURED, MAX_CAPTURED_CHARS, MAX_OUTPUT_CHARS, MAX_RANGE_TOTAL
+        CAPTURED, MAX_CAPTURED_CHARS, MAX_OUTPUT_CHARS, MAX_RANGE_TOTAL = _BOUNDS or _bounds()
 
         budget = RenderBudget(MAX_RANGE_TOTAL)
         captured = CAPTURED.set([MAX_CAPTURED_CHARS])
@@ -341,6 +341,18 @@ class CompiledTemplate:
         finally:
             CAPTURED.reset(captured)
         return "".join(parts)
+
+
+_BOUNDS: tuple[Any, int, int, int] | None = None
+"""The render bounds (`bounds.py`), loaded with the first render."""
+
+
+def _bounds() -> tuple[Any, int, int, int]:
+    global _BOUNDS
+    from .bounds import CAPTURED, MAX_CAPTURED_CHARS, MAX_OUTPUT_CHARS, MAX_RANGE_TOTAL
+
+    _BOUNDS = (CAPTURED, MAX_CAPTURED_CHARS, MAX_OUTPUT_CHARS, MAX_RANGE_TOTAL)
+    return _BOUNDS
 
 
 def _render_error(name: str, exc: Exception) -> Exception | None:
