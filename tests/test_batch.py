@@ -491,3 +491,27 @@ async def test_a_record_over_the_size_limit_fails_alone(setup: tuple[Kernel, Cal
     assert [r["result"] for r in lines(tmp_path / "out2.jsonl")] == ["hello a!", "hello c!"]
     [error] = lines(tmp_path / "out2.errors.jsonl")
     assert error["id"] == 2 and "field larger than field limit" in error["message"]
+
+
+def test_the_resume_state_of_many_records_is_small(tmp_path: Path) -> None:
+    """Resuming a run of 200,000 done records holds 8 bytes a record (a sorted array of
+    digests), not a set of objects; a record is recognised exactly by its id and key."""
+    import tracemalloc
+
+    from kernel.batch.records import work_key
+
+    out = tmp_path / "out.jsonl"
+    with out.open("w", encoding="utf-8") as handle:
+        for i in range(200_000):
+            handle.write(json.dumps({"id": i, "key": f"k{i}", "result": i}) + "\n")
+    tracemalloc.start()
+    try:
+        state = ResumeState.load(out)
+        assert work_key(7, "k7") in state.done  # sorted on first use
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(state.done) == 200_000
+    assert held < 3 * 2**20, f"{held / 2**20:.1f} MiB held for 200,000 records"
+    assert work_key(199_999, "k199999") in state.done and work_key(7, "k8") not in state.done
+    assert work_key("7", "k7") not in state.done, "the id's type is part of it"
