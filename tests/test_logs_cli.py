@@ -256,3 +256,82 @@ def test_a_journal_that_cannot_be_read_is_an_error_not_an_empty_list(cli: Any, t
         code, out, err = cli(*argv)
         assert code == 1 and out == "", argv
         assert err.strip() == "error: cannot open the journal at .kernel/journal.db: file is not a database"
+
+
+# --- kernel chat --continue -------------------------------------------------------------------------
+
+
+def chat_session(cli_main: Any, model: ScriptedChatModel, stdin: str, *argv: str,
+                 monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """One `kernel chat` session in this process, its turns read from `stdin`, the
+    scripted `model` as the default chat service."""
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    code = cli_main(["chat", *argv], configure=lambda kernel: kernel.services.add_service("scripted", model))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_chat_continue_goes_on_with_the_last_conversation_from_the_journal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KERNEL_PLUGIN_AUTOLOAD", "false")
+    model = ScriptedChatModel([tool_call("math.add", a=2, b=3, id="call-9"), "Five, Ada.", "You are Ada.",
+                               "Still Ada."])
+    code, out, _ = chat_session(main, model, "I am Ada. What is 2 + 3?\n", "-s", "Be brief.",
+                                monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0 and out.strip() == "Five, Ada."
+    code, out, err = chat_session(main, model, "Who am I?\n", "--continue", monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0 and out.strip() == "You are Ada."
+    assert "continuing chat run" in err and "(5 messages)" in err
+    sent = [(m.role, m.content) for m in model.requests[2].messages]
+    assert sent == [("system", "Be brief."), ("user", "I am Ada. What is 2 + 3?"), ("assistant", ""),
+                    ("tool", "5.0"), ("assistant", "Five, Ada."), ("user", "Who am I?")]
+    assert model.requests[2].messages[2].tool_calls[0].id == "call-9"
+    assert model.requests[2].messages[3].tool_call_id == "call-9"
+    # again: the continued conversation is now the latest; --system replaces the system message
+    code, out, _ = chat_session(main, model, "And now?\n", "-c", "-s", "Be very brief.", monkeypatch=monkeypatch,
+                                capsys=capsys)
+    assert code == 0 and out.strip() == "Still Ada."
+    sent = [(m.role, m.content) for m in model.requests[3].messages]
+    assert sent[0] == ("system", "Be very brief.") and sent[-3:] == [
+        ("user", "Who am I?"), ("assistant", "You are Ada."), ("user", "And now?")]
+
+
+def test_chat_continue_a_given_run_and_when_there_is_nothing_to_continue(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KERNEL_PLUGIN_AUTOLOAD", "false")
+    model = ScriptedChatModel(["first answer", "second answer", "continued"])
+    code, _, err = chat_session(main, model, "hello\n", "--continue", monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 1
+    assert err.strip() == "error: cannot continue: no journal at .kernel/journal.db (nothing journaled yet)"
+    assert chat_session(main, model, "one\n", "--no-tools", monkeypatch=monkeypatch, capsys=capsys)[0] == 0
+    assert chat_session(main, model, "two\n", "--no-tools", monkeypatch=monkeypatch, capsys=capsys)[0] == 0
+    first = chat_ids(journaled_runs(capsys))[-1]  # the earliest chat
+    code, _, _ = chat_session(main, model, "three\n", "--no-tools", "--continue", first,
+                              monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0
+    assert [(m.role, m.content) for m in model.requests[-1].messages] == [
+        ("user", "one"), ("assistant", "first answer"), ("user", "three")]
+
+
+def test_chat_continue_needs_the_content_journaled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KERNEL_PLUGIN_AUTOLOAD", "false")
+    monkeypatch.setenv("KERNEL_JOURNAL_CONTENT", "false")
+    model = ScriptedChatModel(["first answer", "never"])
+    assert chat_session(main, model, "one\n", "--no-tools", monkeypatch=monkeypatch, capsys=capsys)[0] == 0
+    code, _, err = chat_session(main, model, "two\n", "--continue", monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 1 and "was journaled without content" in err and len(model.requests) == 1
+
+
+def journaled_runs(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    assert main(["logs", "--json"]) == 0
+    return list(json.loads(capsys.readouterr().out))
+
+
+def chat_ids(runs: list[dict[str, Any]]) -> list[str]:
+    return [run["id"] for run in runs if run["kind"] == "chat"]

@@ -8,6 +8,10 @@ and the session goes on; the exit code is then 1.
 Functions that need approval are asked about on the terminal when stdin is one;
 with piped input they are refused (the safe default).
 
+`--continue [RUN]` (`-c`) goes on with a conversation from the journal (`kernel logs`): the
+latest chat turn, or the chat run RUN, as its last model call saw it plus the answer (secrets
+in it are masked, as everything journaled).
+
 Stdin is read by a `LineReader`, so Ctrl-C at the prompt ends the session at once (exit
 130), as it does while the model answers. `-o NAME=VALUE` sets execution settings of every
 turn (`-o max_tokens=200 -o temperature=0.2`).
@@ -39,7 +43,7 @@ EXIT_COMMANDS = frozenset({"/exit", "/quit"})
 def register_commands(register: RegisterCommand) -> None:
     register("chat", cmd_chat, arguments=_arguments, help="chat with a model, the loaded plugins offered as tools",
              description="Interactive chat: one turn per stdin line; /exit, EOF (Ctrl-D) or Ctrl-C ends it.",
-             epilog=exit_codes({EXIT_ERROR: "a turn failed (the session went on)",
+             epilog=exit_codes({EXIT_ERROR: "a turn failed (the session went on), or no chat to --continue",
                                 EXIT_USAGE: "unknown --plugin, bad -o",
                                 EXIT_CONFIG: "configuration error (unknown service, missing key)"}))
 
@@ -51,7 +55,29 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-tools", action="store_true", help="offer no tools")
     parser.add_argument("--max-history-tokens", type=int, metavar="N", default=None,
                         help="trim the oldest turns to keep the history under about N tokens (default: no trim)")
+    parser.add_argument("--continue", "-c", dest="continue_run", nargs="?", const="last", metavar="RUN",
+                        help="continue a chat from the journal: the latest one, or the chat run RUN "
+                             "(default: a new conversation)")
     add_option_argument(parser)
+
+
+def _continued(args: argparse.Namespace) -> ChatHistory:
+    """`--continue [RUN]`: the journaled conversation (with --system, its system message
+    replaced)."""
+    from ..contents import ChatMessage
+    from ..events import JournalStoreError, open_reader
+
+    try:
+        with open_reader(args.settings) as reader:
+            run_id, messages = reader.conversation(args.continue_run)
+    except JournalStoreError as exc:
+        raise LookupError(str(exc)) from None
+    history = ChatHistory(ChatMessage.from_dict(m) for m in messages)
+    if args.system is not None:
+        history.messages = [m for m in history.messages if m.role != "system"]
+        history.messages.insert(0, ChatMessage.system(args.system))
+    print(f"continuing chat run {run_id} ({len(history.messages)} messages)", file=sys.stderr, flush=True)
+    return history
 
 
 def _preview(text: str) -> str:
@@ -90,7 +116,14 @@ async def cmd_chat(args: argparse.Namespace, kernel: Kernel) -> int:
     if interactive and kernel.approval is None:
         options["approval"] = _terminal_approval(lines, stderr)
     as_json = bool(getattr(args, "json", False))
-    history = ChatHistory(system=args.system)
+    if args.continue_run:
+        try:
+            history = _continued(args)
+        except LookupError as exc:
+            print(f"error: cannot continue: {exc}", file=stderr, flush=True)
+            return EXIT_ERROR
+    else:
+        history = ChatHistory(system=args.system)
     failed = False
     while True:
         if interactive:

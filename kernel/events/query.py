@@ -153,6 +153,32 @@ class JournalReader:
             (parent["children"] if parent is not None else roots).append(event)
         return {**run, "events": roots}
 
+    def conversation(self, run: str | None = None) -> tuple[str, list[dict[str, Any]]]:
+        """The conversation of chat run `run` (an id, a prefix; None or `last`: the latest
+        chat turn that ended ok) as its last model call saw it, then that call's answer:
+        what continuing the chat sends next (`kernel chat --continue`). Secrets in it are
+        masked, as everything in the journal."""
+        if run is None or run == "last":
+            rows = self.store.query("SELECT id FROM runs WHERE kind = 'chat' AND status = 'ok' "
+                                    "ORDER BY started DESC LIMIT 1")
+            if not rows:
+                raise LookupError("no chat in the journal to continue")
+            run_id = str(rows[0]["id"])
+        else:
+            run_id = self.resolve(run)
+        calls = [e for e in self.events(run_id) if e["kind"] == "model" and e["status"] == "ok"]
+        if not calls:
+            raise LookupError(f"run {run_id} made no model call that answered: no conversation to continue")
+        data = calls[-1]["data"]
+        if "messages" not in data:
+            raise LookupError(f"run {run_id} was journaled without content (journal_content = false, or "
+                              "journal_exclude): its messages were not kept")
+        answer: dict[str, Any] = {"role": "assistant", "content": data.get("text") or ""}
+        calls_made = [c for c in data.get("tool_calls") or [] if isinstance(c, dict)]
+        if calls_made:
+            answer["tool_calls"] = calls_made
+        return run_id, [*data["messages"], answer]
+
     # -- stats -------------------------------------------------------------------------------------
 
     def stats(self, by: str, *, since: float | None = None) -> list[dict[str, Any]]:
