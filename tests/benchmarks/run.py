@@ -2,6 +2,11 @@
 
     python tests/benchmarks/run.py                 # every tests/benchmarks/bench_*.py
     python tests/benchmarks/run.py --only core,chat
+    python tests/benchmarks/run.py --peers         # also Semantic Kernel and LangChain, when installed
+
+`--peers` adds `peers_sk_langchain.py`: the same operations through Semantic Kernel and
+LangChain, each interleaved with ours in one run (pip install semantic-kernel langchain-core
+into the same environment; a peer that is not installed gives a row saying so).
 
 Each `bench_NAME.py` module has `run() -> list[row]`, a row being
 `(label, ours, floor)` in seconds, or `(label, ours, floor, unit)` for other quantities
@@ -25,10 +30,15 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
 
-def discover(only: set[str] | None) -> list[Path]:
+PEERS = HERE / "peers_sk_langchain.py"
+
+
+def discover(only: set[str] | None, peers: bool = False) -> list[Path]:
     files = sorted(HERE.glob("bench_*.py"))
     if only is not None:
         files = [f for f in files if f.stem.removeprefix("bench_") in only]
+    if peers:
+        files.append(PEERS)
     return files
 
 
@@ -62,18 +72,20 @@ def format_row(group: str, row: Sequence[Any]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", help="comma-separated benchmark names (bench_NAME.py): core,chat,...")
+    parser.add_argument("--peers", action="store_true",
+                        help="also run Semantic Kernel and LangChain side by side (those installed)")
     args = parser.parse_args(argv)
     only = {n.strip() for n in args.only.split(",") if n.strip()} if args.only else None
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    files = discover(only)
+    files = discover(only, args.peers)
     if not files:
         print(f"no benchmarks match {args.only!r}", file=sys.stderr)
         return 2
     header = ["group", "what", "ours", "floor", "ratio", "overhead"]
     rows: list[list[str]] = []
     for path in files:
-        group = path.stem.removeprefix("bench_")
+        group = "peers" if path == PEERS else path.stem.removeprefix("bench_")
         started = time.perf_counter()
         try:
             results = load(path).run()
