@@ -415,3 +415,33 @@ async def test_a_journal_that_is_not_a_database_never_breaks_an_invocation(
     logged = "\n".join(r.getMessage() for r in caplog.records) + capfd.readouterr().err
     assert "journal_unavailable" in logged and "file is not a database" in logged, logged
     assert path.read_text(encoding="utf-8").startswith("not a database")  # left as it was
+
+
+def test_a_forked_child_journals_its_own_runs(tmp_path: Path) -> None:
+    """The parent's writer thread does not exist in a forked child: the child starts its
+    own, with ids of its own."""
+    script = """
+import asyncio, os, time
+from kernel import Kernel, KernelSettings
+
+kernel = Kernel(KernelSettings(journal=True, journal_path="journal.db"), load_entry_points=False)
+asyncio.run(kernel.invoke("math.add", a=1, b=1))
+time.sleep(0.2)  # the parent's writer is running
+pid = os.fork()
+if pid == 0:
+    asyncio.run(kernel.invoke("math.add", a=2, b=2))
+    asyncio.run(kernel.aclose())
+    os._exit(0)
+os.waitpid(pid, 0)
+asyncio.run(kernel.invoke("math.add", a=3, b=3))
+asyncio.run(kernel.aclose())
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL_")}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    with reader(tmp_path / "journal.db") as rows:
+        runs = rows.runs()
+        results = sorted(rows.events(r["id"])[0]["data"]["result"] for r in runs)
+    assert results == [2.0, 4.0, 6.0] and len({r["id"] for r in runs}) == 3

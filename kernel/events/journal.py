@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import os
 import threading
 import weakref
 from collections import deque
@@ -83,10 +84,16 @@ class Journal:
         """Events written so far (ended; a run's start row is not counted)."""
         self.failures = 0
         """Batches the database refused (logged; their events are lost)."""
+        self._closing = False
+        self._fresh()
+        _JOURNALS.add(self)
+
+    def _fresh(self) -> None:
+        """The writer's state, as new (also in a forked child: the parent's thread, its
+        queue and its connection are the parent's; the child writes its own events)."""
         self._queue: deque[Any] = deque()
         self._wake = threading.Event()
         self._idle = True
-        self._closing = False
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._ended_runs = 0
@@ -259,6 +266,18 @@ class Journal:
         if self._ended_runs >= _PRUNE_EVERY and (self.keep_days is not None or self.keep_runs is not None):
             self._ended_runs = 0
             store.prune(self.keep_days, self.keep_runs)
+
+
+_JOURNALS: weakref.WeakSet[Journal] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for journal in list(_JOURNALS):
+        journal._fresh()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def _flush_at_exit(ref: weakref.ref[Journal]) -> None:
