@@ -445,3 +445,14 @@ asyncio.run(kernel.aclose())
         runs = rows.runs()
         results = sorted(rows.events(r["id"])[0]["data"]["result"] for r in runs)
     assert results == [2.0, 4.0, 6.0] and len({r["id"] for r in runs}) == 3
+
+
+async def test_a_new_journal_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / ".kernel" / "journal.db"
+    kernel = make_kernel(path)
+    await kernel.invoke("tools.add", a=1, b=2)
+    await journal_of(kernel).commit()
+    modes = {p.name: p.stat().st_mode & 0o777 for p in path.parent.iterdir()}
+    await kernel.aclose()
+    assert modes["journal.db"] == 0o600 and modes.get("journal.db-wal", 0o600) == 0o600, modes
+    assert "journal.db-wal" in modes  # the WAL too (it holds the latest runs)

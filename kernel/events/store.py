@@ -268,6 +268,15 @@ MIGRATIONS: dict[int, Callable[[JournalStore], None]] = {1: _to_v1, 2: _to_v2}
 """Version -> the step that brings a database of the version before it there."""
 
 
+def _create_private(target: Path) -> None:
+    """A new journal file readable by its owner only (it holds prompts and answers); SQLite
+    gives its WAL and shared-memory files the same mode. An existing file keeps its own."""
+    import os
+
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def open_store(path: str | Path | None, dsn: str | None, *, migrate: bool = True,
                create: bool = True) -> JournalStore:
     """A connection to the journal: PostgreSQL at `dsn`, else SQLite at `path` (WAL,
@@ -295,6 +304,7 @@ def open_store(path: str | Path | None, dsn: str | None, *, migrate: bool = True
             raise NoJournalError(str(target))
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(target)
             conn = sqlite3.connect(target, timeout=10.0, isolation_level="DEFERRED")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
