@@ -133,6 +133,18 @@ async def test_a_prompt_function_is_an_agent_span_over_a_chat_client_span(teleme
     assert chat.start_time >= agent.start_time  # type: ignore[operator]
 
 
+async def test_a_streamed_invocation_has_the_same_spans(telemetry: Telemetry) -> None:
+    kernel = make_kernel(telemetry, ScriptedChatModel(["bonjour tout le monde"], model="scripted-1"))
+    chunks = [event async for event in kernel.invoke_stream("lang.say", word="hello")]
+    assert chunks
+    agent = telemetry.span("invoke_agent lang.say")
+    chat = telemetry.span("chat scripted-1")
+    assert telemetry.parent_of(chat) is agent and chat.attributes is not None
+    assert chat.attributes["gen_ai.usage.output_tokens"] == 5
+    assert tuple(chat.attributes["gen_ai.response.finish_reasons"]) == ("stop",)
+    assert chat.end_time is not None and agent.end_time is not None and chat.end_time <= agent.end_time
+
+
 async def test_content_is_not_on_spans_unless_asked_for(telemetry: Telemetry) -> None:
     kernel = make_kernel(telemetry, ScriptedChatModel(["secret answer"], model="scripted-1"))
     await kernel.invoke("lang.say", word="secret question")
