@@ -335,3 +335,20 @@ def journaled_runs(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
 
 def chat_ids(runs: list[dict[str, Any]]) -> list[str]:
     return [run["id"] for run in runs if run["kind"] == "chat"]
+
+
+def test_logs_show_never_sends_escape_sequences_to_the_terminal(tmp_path: Path, cli: Any) -> None:
+    async def hostile() -> None:
+        kernel = Kernel(settings=KernelSettings(journal=True, journal_path=tmp_path / ".kernel" / "journal.db"),
+                        load_entry_points=False)
+        kernel.services.add_service("main", ScriptedChatModel(["\x1b]0;owned\x07\x1b[2Jcleared \x9b31m"]))
+        kernel.add_function(PromptFunction.from_template("Say {{ x }}", name="say", plugin="lang"))
+        await kernel.invoke("lang.say", x="\x1b[31mred")
+        await kernel.aclose()
+
+    asyncio.run(hostile())
+    code, out, _ = cli("logs", "show")
+    assert code == 0 and "cleared" in out and "red" in out
+    assert not any(c in out for c in ("\x1b", "\x07", "\x9b")), repr(out)
+    code, out, _ = cli("logs", "show", "--json")  # JSON escapes them
+    assert code == 0 and "\x1b" not in out and "\\u001b" in out

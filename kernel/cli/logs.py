@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 from ..hookspecs import RegisterCommand, hookimpl
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 _EXIT_CODES = {EXIT_ERROR: "no such run, no journal yet (show), or a journal that cannot be read",
                EXIT_USAGE: "bad --since or --by", EXIT_CONFIG: "configuration error"}
 _SHOWN = 400  # characters of one content line in the tree (everything with --json)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 @hookimpl
@@ -129,6 +131,12 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+def _safe(text: str) -> str:
+    """A line for the terminal: control characters (an escape sequence in a model's answer
+    or a provider's error) shown as U+FFFD, never interpreted."""
+    return _CONTROL.sub("\ufffd", text)
+
+
 def _tokens(row: dict[str, Any]) -> str:
     used = (row.get("input_tokens") or 0, row.get("output_tokens") or 0)
     return f"{used[0]}+{used[1]}" if any(used) else "-"
@@ -155,7 +163,7 @@ def _duration(seconds: float | None) -> str:
 def _table(rows: list[list[str]]) -> None:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        print(_safe("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()))
 
 
 # --- show -----------------------------------------------------------------------------------
@@ -174,11 +182,11 @@ async def cmd_show(args: argparse.Namespace, kernel: Kernel | None) -> int:
         return EXIT_OK
     from ..events import local_time
 
-    print(f"run {tree['id']}  {tree['kind']} {tree['name']}  {tree['status']}  {local_time(tree['started'])}  "
+    print(_safe(f"run {tree['id']}  {tree['kind']} {tree['name']}  {tree['status']}  {local_time(tree['started'])}  "
           f"{_duration(tree['duration'])}  tokens {_tokens(tree)}  cost {_cost(tree)}"
-          + (f"  [{tree['service']}" + (f"/{tree['model']}]" if tree["model"] else "]") if tree["service"] else ""))
+          + (f"  [{tree['service']}" + (f"/{tree['model']}]" if tree["model"] else "]") if tree["service"] else "")))
     if tree.get("error"):
-        print(f"  error: {_cut(tree['error'], _SHOWN)}")
+        print(_safe(f"  error: {_cut(tree['error'], _SHOWN)}"))
     for index, event in enumerate(tree["events"]):
         _show(event, "", index == len(tree["events"]) - 1)
     return EXIT_OK
@@ -186,12 +194,12 @@ async def cmd_show(args: argparse.Namespace, kernel: Kernel | None) -> int:
 
 def _show(event: dict[str, Any], indent: str, last: bool) -> None:
     branch, below = ("└─ ", "   ") if last else ("├─ ", "│  ")
-    print(indent + branch + _headline(event))
+    print(_safe(indent + branch + _headline(event)))
     inner = indent + below
     children = event["children"]
     pad = inner + ("│    " if children else "     ")
     for line in _details(event):
-        print((pad + line).rstrip())
+        print(_safe((pad + line).rstrip()))
     for index, child in enumerate(children):
         _show(child, inner, index == len(children) - 1)
 
