@@ -59,6 +59,7 @@ from kernel.contents import (
 )
 from kernel.errors import (
     ConfigurationError,
+    ExtraNotInstalledError,
     KernelError,
     ProviderConnectionError,
     ProviderStatusError,
@@ -110,8 +111,12 @@ _TOOL_NAME = re.compile(r"[^a-zA-Z0-9_-]")
 
 
 def _sdk() -> Any:
-    import anthropic
-
+    try:
+        import anthropic
+    except ImportError as exc:
+        if exc.name != "anthropic":
+            raise
+        raise ExtraNotInstalledError("Anthropic services", "anthropic", "anthropic") from None
     return anthropic
 
 

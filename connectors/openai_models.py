@@ -54,7 +54,13 @@ from kernel.contents import (
     Usage,
     UsageEvent,
 )
-from kernel.errors import ConfigurationError, ProviderConnectionError, ProviderError, ProviderTimeoutError
+from kernel.errors import (
+    ConfigurationError,
+    ExtraNotInstalledError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeoutError,
+)
 from kernel.hookspecs import hookimpl
 from kernel.services import ModelProfile, Provider, Reachability
 
@@ -105,8 +111,12 @@ _FINISH = {
 
 
 def _sdk() -> Any:
-    import openai
-
+    try:
+        import openai
+    except ImportError as exc:
+        if exc.name != "openai":
+            raise
+        raise ExtraNotInstalledError("OpenAI and OpenAI-compatible services", "openai", "openai") from None
     return openai
 
 

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 else:
     from ._lazy import LazyModule
 
-    np = LazyModule("numpy")  # numpy loads on the first search, not when the kernel starts
+    # numpy loads on the first search, not when the kernel starts (the `memory` extra installs it)
+    np = LazyModule("numpy", extra="memory", feature="the SQLite vector store")
 
 from kernel.errors import ConfigurationError, MemoryStoreError
 from kernel.hookspecs import hookimpl
