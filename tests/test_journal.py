@@ -456,3 +456,34 @@ async def test_a_new_journal_is_readable_by_its_owner_only(tmp_path: Path) -> No
     await kernel.aclose()
     assert modes["journal.db"] == 0o600 and modes.get("journal.db-wal", 0o600) == 0o600, modes
     assert "journal.db-wal" in modes  # the WAL too (it holds the latest runs)
+
+
+async def test_a_full_queue_never_drops_a_plans_steps(tmp_path: Path) -> None:
+    """Durable runs rely on a step's start and end being journaled: a full queue drops
+    other events, never these."""
+    path = tmp_path / "journal.db"
+    kernel = make_kernel(path, journal_queue_size=10)
+    journal = journal_of(kernel)
+    emitter = kernel.events
+    assert emitter is not None
+    await kernel.invoke("tools.add", a=0, b=0)
+    await journal.commit()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        for i in range(50):
+            await kernel.invoke("tools.add", a=i, b=1)
+        dropped = journal.dropped
+        assert dropped > 0
+        with (emitter.plan({"goal": "g", "steps": [{"id": "s1", "function": "tools.add"}]}, {}, None) as plan,
+              emitter.step("s1", kernel.get_function("tools.add"), {"a": 1, "b": 1}) as step):
+            step.output = 2
+        assert journal.dropped == dropped
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    await kernel.aclose()
+    with reader(path) as rows:
+        [events] = [rows.events(r["id"]) for r in rows.runs(limit=100) if r["id"] == plan.id]
+    assert [(e["kind"], e["status"]) for e in events] == [("plan", "ok"), ("step", "ok")]
+    assert events[1]["data"]["output"] == 2

@@ -4,7 +4,8 @@ The hot path only appends the event to a bounded queue (a deque: no lock, no wak
 unless the writer sleeps); a writer thread turns events into rows (masked, content kept
 or dropped), writes them in batches, one transaction per batch, and prunes by age and
 count (`journal_keep_days`, `journal_keep_runs`). A full queue drops the event and counts
-it (`Journal.dropped`); nothing ever waits for the disk, except `commit()`, which a plan
+it (`Journal.dropped`), except a plan's and its steps' (durable runs need them); nothing ever
+waits for the disk, except `commit()`, which a plan
 awaits so that a step's start is on disk before the step runs (durable runs), and
 `aclose()`/`flush()`, which wait for everything queued.
 """
@@ -37,6 +38,10 @@ DEFAULT_PATH = Path(".kernel") / "journal.db"
 """Where the journal is kept unless `journal_path` says otherwise: beside the SQLite
 store's `.kernel/memory.db`, relative to the working directory."""
 
+_KEPT = ("plan", "step")
+"""Kinds never dropped by a full queue: a resumed plan relies on them (a step whose start
+was lost would run again even when it must not). There are few of them, and a plan waits
+for each to be written."""
 _PRUNE_EVERY = 500  # runs ended between two prunes
 _BATCH = 2000  # events per transaction at most
 _IDLE_POLL = 0.05  # seconds between looks at the queue while events keep coming
@@ -123,7 +128,7 @@ class Journal:
 
     def _put(self, item: Any) -> None:
         queue = self._queue
-        if len(queue) >= self.max_queue or self._closing:
+        if (len(queue) >= self.max_queue and item[1].kind not in _KEPT) or self._closing:
             self.dropped += 1
             return
         queue.append(item)
