@@ -46,6 +46,7 @@ def load(path: Path) -> Any:
     spec = importlib.util.spec_from_file_location(f"benchmarks_{path.stem}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -63,7 +64,9 @@ def format_row(group: str, row: Sequence[Any]) -> list[str]:
         ours_s, floor_s = _fmt_time(ours), ("-" if floor is None else _fmt_time(floor))
         overhead = "-" if floor is None else f"{(ours - floor) * 1e6:+,.2f} µs"
     else:
-        ours_s, floor_s = f"{ours:,.1f} {unit}", ("-" if floor is None else f"{floor:,.1f} {unit}")
+        digits = 1 if unit in ("MiB", "MB") or abs(ours) >= 10 else 3  # scores (MRR, recall) need 3
+        ours_s = f"{ours:,.{digits}f} {unit}"
+        floor_s = "-" if floor is None else f"{floor:,.{digits}f} {unit}"
         overhead = "-" if floor is None else f"{ours - floor:+,.1f} {unit}"
     ratio = "-" if not floor else f"{ours / floor:,.2f}x"
     return [group, label, ours_s, floor_s, ratio, overhead]
