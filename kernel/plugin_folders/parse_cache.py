@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import Problem
-from .reader import MAX_FILE_BYTES, FolderReader, Skip
+from .reader import MAX_FILE_BYTES, FolderReader, Skip, read_fd
 
 if TYPE_CHECKING:
     from ..functions import KernelFunction
@@ -56,6 +56,10 @@ def _identity(path: str) -> list[int] | None:
     except OSError:
         return None
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def _read(path: str, size: int) -> bytes:
+    return read_fd(os.open(path, OPEN_FLAGS), size)
 
 
 def _digest(data: bytes) -> str:
@@ -151,9 +155,7 @@ class Entry:
             if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_FILE_BYTES:
                 return False  # never opened here: the loader reports what it is
             try:
-                fd = os.open(path, OPEN_FLAGS)
-                with os.fdopen(fd, "rb") as handle:
-                    data = handle.read(MAX_FILE_BYTES + 1)
+                data = _read(path, st.st_size)
             except OSError:
                 return False
             if _digest(data) != digest:
