@@ -540,3 +540,23 @@ async def test_fail_fast_on_the_cluster(cluster: str, plugins: Path, tmp_path: P
                                 max_in_flight=2, fail_fast=True)
     assert report.stopped == "--fail-fast: record r5 failed" and report.failed == 1
     assert report.done < 40, "no chunk submitted after the failure"
+
+
+def test_an_unreachable_cluster_is_named_at_once(tmp_path: Path) -> None:
+    """An address where nothing listens: exit 3 within seconds, naming it (Ray alone keeps
+    retrying for minutes)."""
+    import socket
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    (tmp_path / "in.jsonl").write_text('{"a": 1, "b": 2}\n', encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KERNEL_", "RAY_"))}
+    started = time.monotonic()
+    done = subprocess.run([str(CONSOLE_SCRIPT), "batch", "math.add", "--input", "in.jsonl", "--output", "out.jsonl",
+                           "--executor", "ray", "--address", f"127.0.0.1:{port}"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in done.stderr
+    assert time.monotonic() - started < 30

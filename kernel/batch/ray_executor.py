@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -47,6 +48,7 @@ __all__ = ["RayCluster", "RayExecutor", "import_ray"]
 DEFAULT_CHUNK_SIZE = 64
 MAX_RETRIES = 3
 LOOPBACK_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+CONNECT_TIMEOUT = 5.0
 
 
 def import_ray() -> Any:
@@ -57,6 +59,30 @@ def import_ray() -> Any:
             'the ray executor needs Ray: pip install "orchestration-kernel[ray]"'
         ) from None
     return ray
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def _is_loopback(address: str) -> bool:
+    found = _host_port(address)
+    return found is not None and (found[0] in ("localhost", "::1") or found[0].startswith("127."))
+
+
+def _check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Fail at once, naming the address, when nothing listens there (Ray itself retries
+    for minutes); `auto` and other forms are left to Ray."""
+    found = _host_port(address)
+    if found is None:
+        return
+    try:
+        socket.create_connection(found, timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
 
 
 class RayCluster:
@@ -77,12 +103,14 @@ class RayCluster:
 
     async def start(self, env: Mapping[str, str]) -> Any:
         address = self.address or os.environ.get("RAY_ADDRESS") or None
-        if address is None and "ray" not in sys.modules:
-            # A local cluster for this run: on loopback only (Ray's own switch, read when
-            # ray is imported, that makes it use the loopback address as the node's), and
-            # no usage report sent anywhere.
+        if (address is None or _is_loopback(address)) and "ray" not in sys.modules:
+            # A local cluster for this run, or one on loopback: the loopback address as the
+            # node's (Ray's own switch, read when ray is imported; without it Ray replaces
+            # 127.0.0.1 by the machine's address), and no usage report sent anywhere.
             os.environ.setdefault(LOOPBACK_VARIABLE, "0")
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        if address is not None:
+            _check_reachable(address)
         ray = import_ray()
         self.env = dict(env)
         if ray.is_initialized():
@@ -98,7 +126,9 @@ class RayCluster:
         try:
             ray.init(address=address, runtime_env=runtime_env or None, **options)  # on the main thread: its signals
         except ConnectionError as exc:
-            raise ConfigurationError(f"cannot reach the Ray cluster at {address}: {exc}") from None
+            hint = "" if os.environ.get("RAY_AUTH_MODE") else (
+                " (a cluster with token authentication also needs RAY_AUTH_MODE=token and its token)")
+            raise ConfigurationError(f"cannot reach the Ray cluster at {address}: {exc}{hint}") from None
         self.owned = True
         return ray
 
