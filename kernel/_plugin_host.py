@@ -17,7 +17,6 @@ known, are called directly. Each host still has its own plugins and its own mana
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import os
 import re
@@ -247,6 +246,8 @@ class PluginHost:
         return registered
 
     def _unknown_hook(self, name: str) -> str:
+        import difflib  # only for this message: not with every kernel
+
         close = difflib.get_close_matches(name, sorted(self._hooks), n=1)
         return f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
 

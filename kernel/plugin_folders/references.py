@@ -19,7 +19,6 @@ What is known comes from a kernel (`Known.of`): its plugins and functions and, f
 
 from __future__ import annotations
 
-import difflib
 import sys
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -88,6 +87,8 @@ def suggestion(name: str, candidates: Collection[str]) -> str:
     by_case = {c.lower(): c for c in candidates}
     match = by_case.get(name.lower())
     if match is None:
+        import difflib  # only for this message
+
         close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
         match = close[0] if close else None
     return f" (did you mean {match!r}?)" if match is not None and match != name else ""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from difflib import get_close_matches
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import FunctionNotFoundError, SandboxViolationError, TemplateRenderError, TemplateSyntaxError
@@ -88,6 +87,8 @@ def find_function(kernel: Kernel, name: str) -> Any:
         candidates = ", ".join(sorted(fn.fully_qualified_name for fn in found))
         raise FunctionNotFoundError(f"function {name!r} is ambiguous: {candidates} (write plugin.{name})")
     known = sorted({fn for plugin in kernel.plugins.values() for fn in plugin.functions})
+    from difflib import get_close_matches  # only for this message
+
     close = get_close_matches(name, known, n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise FunctionNotFoundError(f"no plugin has a function {name!r}{hint}")
