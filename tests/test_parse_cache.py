@@ -15,8 +15,7 @@ import pytest
 
 from kernel import Kernel, KernelSettings
 from kernel.errors import PluginLoadError
-from kernel.plugin_folders import check_plugins, load_plugins
-from kernel.plugin_folders.parse_cache import ParseCache
+from kernel.plugin_folders import ParseCache, check_plugins, load_plugins
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -226,7 +225,7 @@ def test_a_second_process_loads_the_folder_without_parsing(tmp_path: Path) -> No
     code = (
         "import json\n"
         "from kernel import Kernel\n"
-        "from kernel.plugin_folders.discovery import parse_cache_of\n"
+        "from kernel.plugin_folders import parse_cache_of\n"
         "kernel = Kernel()\n"
         "assert kernel.get_function('tools.greet') is not None\n"
         "print(json.dumps(parse_cache_of(kernel.settings).stats.as_dict()))\n"
@@ -246,7 +245,7 @@ def test_a_warm_kernel_loads_neither_the_template_engine_nor_the_yaml_parser(tmp
     code = (
         "import json, sys\n"
         "from kernel import Kernel\n"
-        "from kernel.plugin_folders.discovery import parse_cache_of\n"
+        "from kernel.plugin_folders import parse_cache_of\n"
         "kernel = Kernel()\n"
         "assert kernel.get_function('writer.summarize') is not None\n"
         "stats = parse_cache_of(kernel.settings).stats.as_dict()\n"

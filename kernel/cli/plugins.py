@@ -55,8 +55,7 @@ def register_commands(register: RegisterCommand) -> None:
 
 async def cmd_plugins_list(args: argparse.Namespace, kernel: Kernel) -> int:
     if args.dir:  # all or nothing, as a listing of what the folder holds (`plugins check` says why)
-        from ..plugin_folders import load_plugins
-        from ..plugin_folders.discovery import parse_cache_of
+        from ..plugin_folders import load_plugins, parse_cache_of
 
         # the kernel's parse cache: files that did not change since they were last listed are not parsed again
         cache = parse_cache_of(kernel.settings)

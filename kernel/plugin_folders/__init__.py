@@ -15,6 +15,8 @@ native Python modules, loaded with one call and every problem reported at once.
     declarations    inputs and templates turned into PromptFunctions, problems at file:line
     python_modules  `*.py` modules imported from their files, or only parsed
     yaml_data       safe YAML and JSON: no aliases, nesting bounded
+    parse_cache     parsed function files kept by content hash (cache_dir/parse-cache), so an
+                    unchanged folder loads without parsing; `parse_cache_of(settings)`
 """
 
 from __future__ import annotations
@@ -24,7 +26,16 @@ from typing import TYPE_CHECKING
 from .._exports import lazy_exports
 
 if TYPE_CHECKING:
-    from .discovery import FolderCheck, FunctionCheck, check_plugins, load_folder, load_plugins, record_problems
+    from .discovery import (
+        FolderCheck,
+        FunctionCheck,
+        check_plugins,
+        load_folder,
+        load_plugins,
+        parse_cache_of,
+        record_problems,
+    )
+    from .parse_cache import ParseCache
     from .prompt_format import PROMPT_SUFFIX, parse_front_matter
     from .python_modules import ModuleInfo
     from .reader import MAX_FILE_BYTES
@@ -41,10 +52,12 @@ __all__ = [
     "FunctionCheck",
     "Known",
     "ModuleInfo",
+    "ParseCache",
     "SKTemplateError",
     "check_plugins",
     "load_folder",
     "load_plugins",
+    "parse_cache_of",
     "parse_front_matter",
     "record_problems",
     "sk_settings",
@@ -53,7 +66,8 @@ __all__ = [
 
 _LOCATIONS = {
     **dict.fromkeys(("FolderCheck", "FunctionCheck", "check_plugins", "load_folder", "load_plugins",
-                     "record_problems"), "discovery"),
+                     "parse_cache_of", "record_problems"), "discovery"),
+    "ParseCache": "parse_cache",
     "Known": "references",
     "MAX_DEPTH": "yaml_data",
     "ModuleInfo": "python_modules",

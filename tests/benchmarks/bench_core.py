@@ -261,7 +261,7 @@ def _bench_parse_cache() -> list[Row]:
     cache: parse, validate, write), warm from disk (a new process's view: a new cache
     object reading the file) and warm in the same process."""
     from kernel.plugin_folders import load_plugins
-    from kernel.plugin_folders.parse_cache import ParseCache
+    from kernel.plugin_folders import ParseCache
 
     best: dict[str, float] = {}
     floors: dict[str, float] = {}
