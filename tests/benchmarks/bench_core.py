@@ -260,8 +260,7 @@ def _bench_parse_cache() -> list[Row]:
     """Loading with the persistent parse cache (`cache_dir/parse-cache`): cold (an empty
     cache: parse, validate, write), warm from disk (a new process's view: a new cache
     object reading the file) and warm in the same process."""
-    from kernel.plugin_folders import load_plugins
-    from kernel.plugin_folders import ParseCache
+    from kernel.plugin_folders import ParseCache, load_plugins
 
     best: dict[str, float] = {}
     floors: dict[str, float] = {}
