@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
 import tomllib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -314,6 +315,18 @@ def resolve_config_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     return out
 
 
+_CACHES_LOCK = threading.Lock()
+
+
+def _keep(cache: dict[Any, Any], key: Any, value: Any, size: int) -> None:
+    """Put `value` in one of the caches below, the oldest entry evicted beyond `size` (under a
+    lock: kernels may be built in several threads at once)."""
+    with _CACHES_LOCK:
+        while len(cache) >= size:
+            cache.pop(next(iter(cache)))
+        cache[key] = value
+
+
 _FILE_DATA: dict[tuple[str, bytes], dict[str, Any]] = {}
 """Parsed configuration files, their paths resolved, by (absolute path, content): a file is
 read on every load (a few µs) but parsed again only when its bytes change."""
@@ -338,9 +351,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"{path}: invalid TOML: {exc}") from None
         data = resolve_config_paths(parsed, absolute.parent)
-        if len(_FILE_DATA) >= _FILE_DATA_MAX:
-            _FILE_DATA.pop(next(iter(_FILE_DATA)))
-        _FILE_DATA[key] = data
+        _keep(_FILE_DATA, key, data, _FILE_DATA_MAX)
     return copy.deepcopy(data)  # validation never sees (nor changes) the cached tables
 
 
@@ -382,9 +393,7 @@ class _Remembered(PydanticBaseSettingsSource):
         values = _SOURCE_VALUES.get(key)
         if values is None:
             values = self.source()
-            if len(_SOURCE_VALUES) >= _SOURCE_VALUES_MAX:
-                _SOURCE_VALUES.pop(next(iter(_SOURCE_VALUES)))
-            _SOURCE_VALUES[key] = values
+            _keep(_SOURCE_VALUES, key, values, _SOURCE_VALUES_MAX)
         return copy.deepcopy(values)
 
 
@@ -499,9 +508,7 @@ class KernelSettings(BaseSettings):
         if bound is None or not issubclass(bound, cls):
             bound = type(cls.__name__, (cls,), {"_config_file": path, "__module__": cls.__module__,
                                                 "__qualname__": cls.__qualname__})
-            if len(_BOUND) >= _BOUND_MAX:
-                _BOUND.pop(next(iter(_BOUND)))
-            _BOUND[key] = bound
+            _keep(_BOUND, key, bound, _BOUND_MAX)
         return bound
 
     @classmethod
