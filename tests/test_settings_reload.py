@@ -96,3 +96,21 @@ def test_relative_paths_follow_the_file_from_any_working_directory(
         monkeypatch.chdir(tmp_path / name)
         settings = KernelSettings.load()  # the same relative name, another file each time
         assert settings.plugin_dirs == [tmp_path / name / "plugins"]
+
+
+def test_loads_in_many_threads_each_see_their_own_file(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = []
+    for i in range(80):  # more files than the caches keep: entries are evicted while others load
+        path = tmp_path / f"k{i}.toml"
+        path.write_text(f'default_chat = "chat-{i}"\n', encoding="utf-8")
+        files.append((i, path))
+
+    def load(item: tuple[int, Path]) -> bool:
+        i, path = item
+        settings = KernelSettings.load(path)
+        return settings.default_chat == f"chat-{i}" and settings.config_file == path
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(load, files * 3))
