@@ -259,3 +259,23 @@ def test_a_warm_kernel_loads_neither_the_template_engine_nor_the_yaml_parser(tmp
             for _ in range(2)]
     assert (runs[0]["parsed"], runs[0]["jinja2"], runs[0]["yaml"]) == (2, True, True)
     assert (runs[1]["parsed"], runs[1]["hits"], runs[1]["jinja2"], runs[1]["yaml"]) == (0, 2, False, False)
+
+
+def test_kernels_built_from_the_same_cache_share_nothing_mutable(tmp_path: Path) -> None:
+    from kernel import kernel_function
+
+    root = write_folder(tmp_path / "plugins")
+    settings = KernelSettings(plugin_dirs=[root], cache_dir=tmp_path / "cache")
+    first, second = (Kernel(settings, load_entry_points=False) for _ in range(2))
+    one, two = first.get_function("tools.summary"), second.get_function("tools.summary")
+    assert one is not two
+    one.description = "changed"
+    one.execution_settings["default"]["max_tokens"] = 1  # type: ignore[attr-defined]
+    first.add_function(kernel_function(lambda: 1, name="extra"), plugin="tools")
+    third = Kernel(settings, load_entry_points=False)
+    for kernel in (second, third):
+        fn = kernel.get_function("tools.summary")
+        assert fn.description == "Summarize a text."
+        assert fn.execution_settings["default"]["max_tokens"] == 64  # type: ignore[attr-defined]
+        assert "extra" not in kernel.plugins["tools"].functions
+    assert first.plugins is not second.plugins and first.services.connectors is not second.services.connectors
