@@ -265,16 +265,35 @@ def refresh() -> None:
     INFO_ENABLED = logging.getLogger("kernel").isEnabledFor(logging.INFO)
 
 
-def configure(level: str = "warning", fmt: str = "console", stream: Any = None) -> None:
+def configure(level: str = "warning", fmt: str = "console", stream: Any = None, *, deferred: bool = False) -> None:
     """Configure structlog globally for the kernel's output (the CLI and the samples call
     this; a library embedding the kernel need not). An application may configure
-    structlog itself instead: the kernel's events then pass `redact` before its processors."""
-    global _explicit, INFO_ENABLED, _generation
-    import structlog
+    structlog itself instead: the kernel's events then pass `redact` before its processors.
 
+    `deferred=True` (the CLI): structlog is imported and configured when the first logger
+    is made, so a command that logs nothing does not pay for importing it (~45 ms)."""
+    global _explicit, INFO_ENABLED, _generation, _pending
     _explicit = True
     _generation += 1
     _register_envs()
+    INFO_ENABLED = _LEVELS.get(level, 30) <= _LEVELS["info"]
+    _pending = (level, fmt, stream)
+    if not deferred:
+        _apply_pending()
+
+
+_pending: tuple[str, str, Any] | None = None
+"""The configuration `configure(deferred=True)` asked for and no logger has needed yet."""
+
+
+def _apply_pending() -> None:
+    global _pending
+    if _pending is None:
+        return
+    level, fmt, stream = _pending
+    _pending = None
+    import structlog
+
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
@@ -295,7 +314,6 @@ def configure(level: str = "warning", fmt: str = "console", stream: Any = None) 
         logger_factory=lambda *_: structlog.PrintLogger(stream if stream is not None else sys.stderr),
         cache_logger_on_first_use=False,
     )
-    INFO_ENABLED = _LEVELS.get(level, 30) <= _LEVELS["info"]
 
 
 def get_logger(name: str = "kernel") -> Any:
@@ -303,6 +321,7 @@ def get_logger(name: str = "kernel") -> Any:
 
     With structlog configured (by `configure()` or by the application) the events go
     through that configuration; otherwise to the standard library logger `name`."""
+    _apply_pending()
     import structlog
 
     if structlog.is_configured():
@@ -338,6 +357,7 @@ class LazyLogger:
         self._structlog_configured = False
 
     def __getattr__(self, method: str) -> Any:
+        _apply_pending()  # a deferred configure() (the CLI's) takes effect with the first logger
         structlog = sys.modules.get("structlog")
         configured = structlog is not None and structlog.is_configured()
         # Made again after configure(), or when the application configures structlog later.

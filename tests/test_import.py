@@ -42,3 +42,35 @@ def test_kernel_construction_loads_no_sdk() -> None:
 def test_every_public_name_loads_without_sdk() -> None:
     modules = loaded_after("import kernel\nfor name in kernel.__all__: getattr(kernel, name)")
     assert not modules & set(SDKS)
+
+
+def test_a_cli_command_that_logs_nothing_does_not_import_structlog(tmp_path: Path) -> None:
+    """The CLI configures logging deferred: structlog loads with the first log event."""
+    folder = tmp_path / "greet"
+    folder.mkdir()
+    (folder / "hello.prompt").write_text("---\ndescription: Say hello\n---\nHello {{ name }}\n", encoding="utf-8")
+    modules = loaded_after(
+        "import contextlib, io\n"
+        "from kernel.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        f"    code = main(['plugins', 'list', '--plugins', {str(folder)!r}])\n"
+        "assert code == 0 and 'hello' in out.getvalue(), (code, out.getvalue())"
+    )
+    assert "structlog" not in modules
+
+
+def test_deferred_logging_configuration_takes_effect_with_the_first_event() -> None:
+    probe = (
+        "import io, sys\n"
+        "from kernel import logging as klog\n"
+        "buffer = io.StringIO()\n"
+        "klog.configure('info', 'json', stream=buffer, deferred=True)\n"
+        "assert 'structlog' not in sys.modules\n"
+        "klog.LazyLogger('kernel.test').info('ping', api_key='sk-secretsecretsecret1234')\n"
+        "print(buffer.getvalue().strip())"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                         check=True, capture_output=True, text=True).stdout
+    event = json.loads(out.splitlines()[-1])
+    assert event["event"] == "ping" and event["level"] == "info"
+    assert "secretsecret" not in out  # redaction is in the deferred pipeline too

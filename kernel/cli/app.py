@@ -284,7 +284,7 @@ def _execute(args: argparse.Namespace, handler: Any, configure: Callable[[Kernel
 
     settings = load_settings(args)
     args.settings = settings
-    klog.configure(settings.log.level, settings.log.format)
+    klog.configure(settings.log.level, settings.log.format, deferred=True)
     kernel = None
     if getattr(args, "needs_kernel", True):
         from ..kernel import Kernel
