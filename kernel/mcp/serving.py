@@ -4,12 +4,11 @@ optional bearer token (required for any other address)."""
 
 from __future__ import annotations
 
-import asyncio
 import hmac
-import ipaddress
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from .._asgi import is_loopback, run_uvicorn
 from ..errors import ConfigurationError
 from ..logging import LazyLogger, register_secret
 
@@ -17,18 +16,9 @@ if TYPE_CHECKING:
     from ..functions import KernelFunction
     from ..kernel import Kernel
 
-__all__ = ["BearerAuth", "is_loopback", "serve"]
+__all__ = ["BearerAuth", "serve"]
 
 log = LazyLogger("kernel.mcp")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class BearerAuth:
@@ -116,29 +106,8 @@ async def serve(kernel: Kernel, functions: Sequence[KernelFunction], *,
                 on_ready("stdio")
             await _run_draining(server, read, write, server_options.get("timeout") or 600.0)
         return
-    import uvicorn
-
     app: Any = server.streamable_http_app(streamable_http_path=path, host=host)
     if token:
         register_secret(token)
         app = BearerAuth(app, token)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-    web = uvicorn.Server(config)
-    task = asyncio.ensure_future(web.serve())
-    try:
-        while not web.started:
-            if task.done():
-                task.result()
-                raise ConfigurationError(f"the MCP HTTP server could not listen on {host}:{port}")
-            await asyncio.sleep(0.02)
-        bound = web.servers[0].sockets[0].getsockname()[1] if web.servers else port
-        url = f"http://{'[' + host + ']' if ':' in host else host}:{bound}{path}"
-        log.info("mcp_http_serving", url=url)
-        if on_ready is not None:
-            on_ready(url)
-        await task
-    finally:
-        if not task.done():
-            web.should_exit = True
-            await asyncio.wait([task], timeout=5)
-            task.cancel()
+    await run_uvicorn(app, host, port, what="the MCP HTTP server", path=path, on_ready=on_ready, shutdown_wait=5)

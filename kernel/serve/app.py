@@ -19,10 +19,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._asgi import is_loopback, run_uvicorn
 from ..errors import ConfigurationError
 from ..logging import LazyLogger
 from . import functions_api, memory_api, openai_api, plans_api
-from .auth import is_loopback
 from .context import ServeContext, json_response, problem_response
 from .limits import Guard
 from .openapi import openapi_document
@@ -124,8 +124,6 @@ async def serve(kernel: Kernel, *, host: str | None = None, port: int | None = N
     """Serve `kernel` over HTTP with uvicorn until cancelled (or, with `max_requests`, until
     that many requests were answered). `on_ready(url)` is called once it listens (`port=0`:
     a free port, in the URL)."""
-    import uvicorn
-
     settings = settings if settings is not None else kernel.settings.serve
     host = host if host is not None else settings.host
     port = port if port is not None else settings.port
@@ -133,24 +131,5 @@ async def serve(kernel: Kernel, *, host: str | None = None, port: int | None = N
         raise ConfigurationError(f"serving on {host} (not a loopback address) needs API keys: add "
                                  "[serve.keys.NAME] hash = \"...\" (kernel serve hash-key makes one)")
     app = create_app(kernel, settings, host=host)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", server_header=False,
-                            limit_max_requests=max_requests, timeout_graceful_shutdown=5, ws="none")
-    web = uvicorn.Server(config)
-    task = asyncio.ensure_future(web.serve())
-    try:
-        while not web.started:
-            if task.done():
-                task.result()
-                raise ConfigurationError(f"kernel serve could not listen on {host}:{port}")
-            await asyncio.sleep(0.02)
-        bound = web.servers[0].sockets[0].getsockname()[1] if web.servers else port
-        url = f"http://{'[' + host + ']' if ':' in host else host}:{bound}"
-        log.info("serve_listening", url=url)
-        if on_ready is not None:
-            on_ready(url)
-        await task
-    finally:
-        if not task.done():
-            web.should_exit = True
-            await asyncio.wait([task], timeout=10)
-            task.cancel()
+    await run_uvicorn(app, host, port, what="kernel serve", on_ready=on_ready, server_header=False,
+                      limit_max_requests=max_requests, timeout_graceful_shutdown=5, ws="none")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import math
 import secrets
 import time
@@ -34,7 +33,7 @@ if TYPE_CHECKING:
     from ..functions import KernelFunction
     from ..settings import ServeKeySettings, ServeSettings
 
-__all__ = ["ANONYMOUS", "KeyRing", "Principal", "RateLimiter", "generate_key", "hash_key", "is_loopback", "matches",
+__all__ = ["ANONYMOUS", "KeyRing", "Principal", "RateLimiter", "generate_key", "hash_key", "matches",
            "verify_key"]
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
@@ -42,16 +41,6 @@ _CACHE_SIZE = 4096
 MAX_VERIFYING = 4
 FAILED_BURST, FAILED_PER_MINUTE = 10, 10.0
 _MAX_CLIENTS = 10_000
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` (a name or an address to bind) is this machine only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def generate_key() -> str:
