@@ -113,6 +113,89 @@ async def test_ingest_documents_and_search_modes(store: SQLiteVectorStore) -> No
     assert hits == []
 
 
+def reference_records(docs: Sequence[tuple[str, str, dict[str, Any], bool, str]], size: int, overlap: int,
+                      unit: str) -> dict[str, tuple[str, dict[str, Any]]]:
+    """What ingestion stored before chunking was factored out of `SemanticMemory`, written
+    out from `split_text` and `content_id`: id -> (text, metadata)."""
+    from kernel.memory import content_id, split_text
+
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
+    seen: dict[str, set[str]] = {}
+    for source, text, meta, markdown, key in docs:
+        for chunk in split_text(text, size, overlap, unit, markdown):  # type: ignore[arg-type]
+            rid = content_id(chunk.text, key)
+            if rid in seen.setdefault(source, set()):
+                continue
+            seen[source].add(rid)
+            out[rid] = (chunk.text, {**meta, "source": source, "chunk": chunk.index, "start": chunk.start,
+                                     "end": chunk.end, "heading": chunk.heading,
+                                     "content_hash": content_id(chunk.text)})
+    return out
+
+
+async def stored(store: SQLiteVectorStore, collection: str) -> dict[str, tuple[str, dict[str, Any]]]:
+    return {r.id: (r.text, r.metadata) for r in await store.get(collection, await store.list_ids(collection))}
+
+
+@pytest.mark.parametrize(("size", "overlap", "unit"), [(120, 20, "chars"), (30, 5, "tokens")])
+async def test_in_process_chunking_stores_what_it_stored_before(tmp_path: Path, store: SQLiteVectorStore, size: int,
+                                                                overlap: int, unit: str) -> None:
+    """The default chunker (`chunk_documents` in this process) gives the records the loop
+    inside `SemanticMemory` gave: ids, texts, metadata; a text repeated in a file once."""
+    from kernel.memory import ChunkSource, chunk_documents, split_text
+
+    docs = tmp_path / "docs"
+    shutil.copytree(DOCS, docs)
+    again = "A paragraph that appears several times in the file, long enough for a chunk.\n\n"
+    (docs / "again.md").write_text("# Notes\n\n" + again * 6, encoding="utf-8")
+    mem = SemanticMemory(HashingEmbedder(), store, batch_size=5)
+    report = await mem.ingest(docs, "files", chunk_size=size, overlap=overlap, unit=unit)  # type: ignore[arg-type]
+    meta = {"root": "docs", "root_path": str(docs.resolve())}
+    files = [(p.name, p.read_text(encoding="utf-8"), meta, p.suffix == ".md", f"docs/{p.name}")
+             for p in sorted(docs.iterdir())]
+    expected = reference_records(files, size, overlap, unit)
+    assert await stored(store, "files") == expected and report.chunks == len(expected) > 10
+    split = [c.text for c in split_text((docs / "again.md").read_text(), size, overlap, unit)]  # type: ignore[arg-type]
+    kept = [text for text, m in expected.values() if m["source"] == "again.md"]
+    assert len(split) > len(set(split)) == len(kept), "a text found several times in a file is stored once"
+    chunked = chunk_documents([ChunkSource(*f) for f in files], size, overlap, unit)  # type: ignore[arg-type]
+    assert {rid: (text, m) for records in chunked for rid, text, m in records} == expected
+
+    same = [Document("notes", "Pears. " * 40, {"year": 1}), Document("notes", "Pears. " * 40 + "Plums.")]
+    await mem.ingest_documents(same, "documents", chunk_size=size, overlap=overlap, unit=unit)  # type: ignore[arg-type]
+    expected = reference_records([(d.source, d.text, dict(d.metadata or {}), True, d.source) for d in same],
+                                 size, overlap, unit)
+    assert await stored(store, "documents") == expected, "one source given twice: each text once"
+
+
+async def test_a_chunker_given_does_the_splitting(tmp_path: Path, store: SQLiteVectorStore) -> None:
+    """`SemanticMemory(chunker=...)` hands the splitting to it (here: `chunk_documents` in
+    a thread), with the same result; a chunker that loses a document is an error."""
+    import asyncio
+
+    from kernel.errors import MemoryStoreError
+    from kernel.memory import ChunkedRecord, ChunkSource, Unit, chunk_documents
+
+    calls: list[int] = []
+
+    async def in_a_thread(docs: Sequence[ChunkSource], size: int, overlap: int,
+                          unit: Unit) -> list[list[ChunkedRecord]]:
+        calls.append(len(docs))
+        return await asyncio.to_thread(chunk_documents, docs, size, overlap, unit)
+
+    await SemanticMemory(HashingEmbedder(), store).ingest(DOCS, "here", chunk_size=200)
+    elsewhere = SemanticMemory(HashingEmbedder(), store, chunker=in_a_thread)
+    report = await elsewhere.ingest(DOCS, "there", chunk_size=200)
+    assert calls == [3] and report.files == 3
+    assert await stored(store, "there") == await stored(store, "here")
+
+    async def loses_one(docs: Sequence[ChunkSource], size: int, overlap: int, unit: Unit) -> list[list[ChunkedRecord]]:
+        return chunk_documents(docs[1:], size, overlap, unit)
+
+    with pytest.raises(MemoryStoreError, match="chunks of 2 documents for 3"):
+        await SemanticMemory(HashingEmbedder(), store, chunker=loses_one).ingest(DOCS, "lost", chunk_size=200)
+
+
 def test_format_hits() -> None:
     hits = [
         SearchHit(MemoryRecord("1", " Run pip. ", None, {"source": "guide.md", "heading": "Guide > Install"}), 0.9),

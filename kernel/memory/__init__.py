@@ -3,7 +3,8 @@ search over an embedding model and a vector store) and the `memory` plugin.
 
     types      MemoryRecord, SearchHit, the filter tree (Condition, And, Or), RRF fusion
     filters    parse_filter / parse_expression(s), matches: filters as data, never code
-    chunking   split_text: markdown-aware chunks measured in characters or tokens
+    chunking   split_text: markdown-aware chunks measured in characters or tokens;
+               chunk_documents: documents to records (ids, metadata), as plain data
     semantic   SemanticMemory: ingest, search (vector, keyword, hybrid), references
     plugin     MemoryPlugin: the `memory.recall` kernel function
 """
@@ -15,7 +16,17 @@ from typing import TYPE_CHECKING
 from .._exports import lazy_exports
 
 if TYPE_CHECKING:
-    from .chunking import Chunk, split_text
+    from .chunking import (
+        Chunk,
+        ChunkedRecord,
+        Chunker,
+        ChunkSource,
+        Unit,
+        check_chunking,
+        chunk_document,
+        chunk_documents,
+        split_text,
+    )
     from .filters import lookup, matches, parse_expression, parse_expressions, parse_filter, to_dict
     from .plugin import MemoryPlugin
     from .semantic import (
@@ -52,6 +63,9 @@ __all__ = [
     "RRF_K",
     "And",
     "Chunk",
+    "ChunkSource",
+    "ChunkedRecord",
+    "Chunker",
     "Condition",
     "Document",
     "Filter",
@@ -63,8 +77,12 @@ __all__ = [
     "SearchHit",
     "SearchMode",
     "SemanticMemory",
+    "Unit",
+    "check_chunking",
     "check_collection_name",
     "check_dimension",
+    "chunk_document",
+    "chunk_documents",
     "content_id",
     "format_hits",
     "fuse_hybrid",
@@ -82,8 +100,8 @@ __all__ = [
 ]
 
 _LOCATIONS = {
-    "Chunk": "chunking",
-    "split_text": "chunking",
+    **dict.fromkeys(("Chunk", "ChunkSource", "ChunkedRecord", "Chunker", "check_chunking", "chunk_document",
+                     "chunk_documents", "split_text", "Unit"), "chunking"),
     **dict.fromkeys(("lookup", "matches", "parse_expression", "parse_expressions", "parse_filter", "to_dict"),
                     "filters"),
     "MemoryPlugin": "plugin",

@@ -12,6 +12,10 @@ never inside a code block.
 
 Every chunk keeps its character offsets: `text[chunk.start:chunk.end] == chunk.text`.
 
+`chunk_documents` turns documents into the records ingestion stores (content-hash ids,
+metadata), as plain data: the one implementation `SemanticMemory` runs in process, or
+hands to a `Chunker` running it elsewhere (`kernel.batch`: on Ray workers).
+
 Files to ingest: `find_files` walks folders (names starting with `.` left out; symbolic
 links leading out of the folder skipped unless `follow_links`; each real file once) and
 `decode_text` tells text from binary (a NUL byte, or mostly not UTF-8).
@@ -22,9 +26,12 @@ from __future__ import annotations
 import bisect
 import os
 import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, NamedTuple
+
+from .types import content_id
 
 Unit = Literal["chars", "tokens"]
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")
@@ -181,6 +188,16 @@ def _strip(text: str, a: int, b: int) -> tuple[int, int]:
     return a, b
 
 
+def check_chunking(size: int, overlap: int, unit: str) -> None:
+    """Raise ValueError unless `size`, `overlap` and `unit` are valid for `split_text`."""
+    if size < 1:
+        raise ValueError(f"chunk size must be at least 1, got {size}")
+    if overlap < 0 or overlap >= size:
+        raise ValueError(f"chunk overlap must be in [0, size), got {overlap} with size {size}")
+    if unit not in ("chars", "tokens"):
+        raise ValueError(f"unknown chunk unit {unit!r}; expected 'chars' or 'tokens'")
+
+
 def split_text(
     text: str,
     size: int = 1000,
@@ -189,10 +206,7 @@ def split_text(
     markdown: bool = True,
 ) -> list[Chunk]:
     """Chunks of `text` of at most `size` units (see the module docstring)."""
-    if size < 1:
-        raise ValueError(f"chunk size must be at least 1, got {size}")
-    if overlap < 0 or overlap >= size:
-        raise ValueError(f"chunk overlap must be in [0, size), got {overlap} with size {size}")
+    check_chunking(size, overlap, unit)
     m = _Measure(text, unit)
     chunks: list[Chunk] = []
     for heading, _section, blocks in sections(text, markdown):
@@ -221,6 +235,57 @@ def split_text(
                 chunks.append(Chunk(text[a:b], len(chunks), a, b, heading))
             prev_end = end
     return chunks
+
+
+class ChunkSource(NamedTuple):
+    """A document to chunk, as plain data: its `source` name, its text, the metadata its
+    chunks carry, whether it is markdown, and the `key` its record ids hash (`root/path`
+    for a file, the source for an in-memory document)."""
+
+    source: str
+    text: str
+    metadata: Mapping[str, Any] | None
+    markdown: bool
+    key: str
+
+
+ChunkedRecord = tuple[str, str, dict[str, Any]]
+"""One chunk as ingestion stores it: (record id, text, metadata)."""
+
+Chunker = Callable[[Sequence[ChunkSource], int, int, Unit], Awaitable[list[list[ChunkedRecord]]]]
+"""Runs `chunk_documents(documents, chunk_size, overlap, unit)`, here or elsewhere: the
+records of each document, in the documents' order."""
+
+
+def chunk_document(doc: ChunkSource, chunk_size: int, overlap: int, unit: Unit) -> list[ChunkedRecord]:
+    """The records of one document: id `content_id(text, key)`, the document's metadata
+    with `source`, `chunk`, `start`, `end`, `heading` and `content_hash`. A text found
+    twice in the document is kept once (its first chunk)."""
+    source, text, metadata, markdown, key = doc
+    records: list[ChunkedRecord] = []
+    seen: set[str] = set()
+    for chunk in split_text(text, chunk_size, overlap, unit, markdown):
+        rid = content_id(chunk.text, key)
+        if rid in seen:
+            continue
+        seen.add(rid)
+        meta: dict[str, Any] = dict(metadata or {})
+        meta.update(source=source, chunk=chunk.index, start=chunk.start, end=chunk.end, heading=chunk.heading,
+                    content_hash=content_id(chunk.text))
+        records.append((rid, chunk.text, meta))
+    return records
+
+
+def chunk_documents(docs: Iterable[ChunkSource], chunk_size: int, overlap: int,
+                    unit: Unit) -> list[list[ChunkedRecord]]:
+    """`chunk_document` of each document, in order (pure: plain data in and out)."""
+    return [chunk_document(ChunkSource(*doc), chunk_size, overlap, unit) for doc in docs]
+
+
+async def chunk_here(docs: Sequence[ChunkSource], chunk_size: int, overlap: int,
+                     unit: Unit) -> list[list[ChunkedRecord]]:
+    """The default `Chunker`: `chunk_documents` in this process."""
+    return chunk_documents(docs, chunk_size, overlap, unit)
 
 
 def load_text(path: Path) -> str:

@@ -2,8 +2,9 @@
 
 `SemanticMemory(embedding, store)` ties an `EmbeddingModel` to a `VectorStore`:
 
-* `ingest(paths, collection)` loads .md/.txt files, splits them (`kernel.memory.chunking`),
-  embeds in batches and upserts. Every file belongs to a *source root*: the folder
+* `ingest(paths, collection)` loads .md/.txt files, splits them (`chunk_documents` of
+  `kernel.memory.chunking`, in this process or by the `chunker` given), embeds in batches
+  and upserts. Every file belongs to a *source root*: the folder
   given (or the folder of a file given), named by the folder's name (`docs`) or by
   `source_root=`. Its chunks carry `root` (that name), `root_path` (the folder's
   absolute path) and `source` (the file's path under the folder, `guide.md`; prefixed
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .. import _usage
 from ..errors import MemoryStoreError
 from ..logging import LazyLogger
-from .chunking import SkippedFile, Unit, decode_text, find_files, split_text
+from .chunking import Chunker, ChunkSource, SkippedFile, Unit, chunk_here, decode_text, find_files
 from .filters import parse_filter
 from .types import (
     DEFAULT_COLLECTION,
@@ -46,7 +47,6 @@ from .types import (
     MemoryRecord,
     SearchHit,
     check_collection_name,
-    content_id,
 )
 
 if TYPE_CHECKING:
@@ -105,10 +105,14 @@ class Document:
 class SemanticMemory:
     """Ingestion and search over one embedding model and one vector store."""
 
-    def __init__(self, embedding: EmbeddingModel, store: VectorStore, *, batch_size: int = 64) -> None:
+    def __init__(self, embedding: EmbeddingModel, store: VectorStore, *, batch_size: int = 64,
+                 chunker: Chunker | None = None) -> None:
+        """`chunker` splits the documents of an ingestion into records (default:
+        `chunk_documents` in this process; `kernel.batch` runs it on Ray workers)."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.embedding, self.store, self.batch_size = embedding, store, batch_size
+        self.chunker: Chunker = chunker or chunk_here
 
     async def ensure_collection(self, collection: str) -> None:
         await self.store.create_collection(check_collection_name(collection), self.embedding.dimension)
@@ -255,25 +259,19 @@ class SemanticMemory:
         *,
         from_files: bool,
     ) -> IngestReport:
+        sources = [ChunkSource(doc.source, doc.text, doc.metadata, markdown, key) for doc, markdown, key in docs]
+        chunked = await self.chunker(sources, chunk_size, overlap, unit)
+        if len(chunked) != len(sources):
+            raise MemoryStoreError(f"the chunker returned the chunks of {len(chunked)} documents for {len(sources)}")
         records: list[MemoryRecord] = []
         ids_by_source: dict[str, set[str]] = {}
-        for doc, markdown, key in docs:
+        for doc, chunks in zip(sources, chunked, strict=True):
             seen = ids_by_source.setdefault(doc.source, set())
-            for chunk in split_text(doc.text, chunk_size, overlap, unit, markdown):
-                rid = content_id(chunk.text, key)
-                if rid in seen:  # the same text twice in one file: store it once
+            for rid, text, meta in chunks:
+                if rid in seen:  # the same text twice in one source: store it once
                     continue
                 seen.add(rid)
-                meta: dict[str, Any] = dict(doc.metadata or {})
-                meta.update(
-                    source=doc.source,
-                    chunk=chunk.index,
-                    start=chunk.start,
-                    end=chunk.end,
-                    heading=chunk.heading,
-                    content_hash=content_id(chunk.text),
-                )
-                records.append(MemoryRecord(rid, chunk.text, None, meta))
+                records.append(MemoryRecord(rid, text, None, meta))
         total, added, skipped, done = len(records), 0, 0, 0
         last_index = {str(r.metadata["source"]): i for i, r in enumerate(records)}
         files_total = len(ids_by_source)
