@@ -4,7 +4,8 @@ for a native function, a prompt function on a scripted model installed as a thir
 connector (an entry point, as a user installs one), and a prompt function on the real
 llama.cpp server; a worker killed mid-run has its chunk retried elsewhere without a
 duplicate; a run resumes; `kernel batch --executor ray --address` and `kernel memory
-ingest --executor ray` into the real PostgreSQL + pgvector; the SQLite store refuses."""
+ingest --executor ray` into the real PostgreSQL + pgvector, its chunking on the workers
+giving the records in-process ingestion gives; the SQLite store refuses."""
 
 from __future__ import annotations
 
@@ -323,6 +324,89 @@ options = {{ path = "{tmp_path / "memory.db"}" }}
     assert refused.returncode == 3
     assert "the sqlite store (service 'lite') is a file on one machine" in refused.stderr
     assert "pgvector" in refused.stderr
+
+
+def memory_kernel(postgres_dsn: str) -> Kernel:
+    return Kernel(KernelSettings(default_embedding="hash", default_memory="pg", services={
+        "hash": {"provider": "batch-hashing", "kind": "embedding"},
+        "pg": {"provider": "pgvector", "options": {"dsn": postgres_dsn}},
+    }))
+
+
+async def store_contents(kernel: Kernel, collection: str) -> dict[str, tuple[str, dict[str, Any], list[float]]]:
+    store = kernel.services.memory("pg")
+    records = await store.get(collection, await store.list_ids(collection))
+    return {r.id: (r.text, r.metadata, list(r.vector or [])) for r in records}
+
+
+@pytest.mark.postgres
+async def test_memory_ingest_chunks_on_the_workers(cluster: str, tmp_path: Path, postgres_dsn: str) -> None:
+    """`memory_for(kernel, "ray")` splits the documents in Ray tasks (the worker processes
+    say so) and the store then holds exactly what in-process ingestion stores: the same
+    record ids, texts, metadata and vectors; a re-run chunks again and stores nothing twice."""
+    import shutil
+
+    from kernel.batch import ClusterChunker, memory_for
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(DOCS, corpus)
+    again = "A paragraph found several times in this file, long enough for a chunk.\n\n"
+    (corpus / "again.md").write_text("# Notes\n\n" + again * 5, encoding="utf-8")
+    (corpus / "more").mkdir()
+    for i in range(5):
+        (corpus / "more" / f"n{i}.txt").write_text(f"Note {i}. " + "Soup needs salt and time. " * (10 + i),
+                                                    encoding="utf-8")
+    files = 9
+    kernel = memory_kernel(postgres_dsn)
+    async with memory_for(kernel, "ray", documents_per_task=2) as memory:
+        chunker = memory.chunker
+        assert isinstance(chunker, ClusterChunker)
+        first = await memory.ingest(corpus, "chunked_on_ray", chunk_size=120, overlap=20)
+        assert chunker.tasks == (files + 1) // 2, "two documents a task"
+        assert sum(chunker.workers.values()) == chunker.tasks
+        assert os.getpid() not in chunker.workers and all(alive(pid) for pid in chunker.workers), \
+            "the chunking ran in the cluster's worker processes"
+        rerun = await memory.ingest(corpus, "chunked_on_ray", chunk_size=120, overlap=20)
+        assert chunker.tasks == 2 * ((files + 1) // 2)
+    async with memory_for(kernel, "asyncio") as local:
+        assert not isinstance(local.chunker, ClusterChunker)
+        here = await local.ingest(corpus, "chunked_here", chunk_size=120, overlap=20)
+
+    on_ray, in_process = [await store_contents(kernel, c) for c in ("chunked_on_ray", "chunked_here")]
+    assert (first.files, first.chunks, first.added) == (here.files, here.chunks, here.added) == (files, len(on_ray),
+                                                                                                 len(on_ray))
+    assert on_ray.keys() == in_process.keys() and len(on_ray) > 20
+    for rid, (text, meta, vector) in on_ray.items():
+        assert (text, meta) == in_process[rid][:2]
+        assert vector == pytest.approx(in_process[rid][2])
+    assert sum(meta["source"] == "again.md" for _, meta, _ in on_ray.values()) == 2, "a repeated text stored once"
+    assert (rerun.added, rerun.skipped, rerun.removed) == (0, first.chunks, 0)
+    assert await store_contents(kernel, "chunked_on_ray") == on_ray, "the re-run stored nothing twice"
+    await kernel.aclose()
+
+
+def test_documents_go_to_the_chunking_tasks_in_bounded_pieces_of_plain_data(cluster: str) -> None:
+    """Pieces of at most 3 documents and 100 characters (a larger document alone); what a
+    chunking task receives and returns pickles to builtins only; its function by reference."""
+    import pickle
+    import pickletools
+
+    from ray import cloudpickle
+
+    from kernel.batch import ClusterChunker
+    from kernel.batch.worker import chunk_piece
+    from kernel.memory import ChunkSource, chunk_documents
+
+    docs = [ChunkSource(f"d{i}", "".join(f"Word {n}. " for n in range(size)), {"root": "r"}, i % 2 == 0, f"r/d{i}")
+            for i, size in enumerate([1, 1, 1, 60, 1, 1, 1])]
+    pieces = ClusterChunker(None, piece=3, max_chars=100).pieces(docs)
+    assert [[doc[0] for doc in piece] for piece in pieces] == [["d0", "d1", "d2"], ["d3"], ["d4", "d5", "d6"]]
+    assert pieces[0][0] == ("d0", "Word 0. ", {"root": "r"}, True, "r/d0")
+    pid, chunked = chunk_piece(pieces[1], 100, 10, "chars")
+    assert pid == os.getpid() and chunked == chunk_documents(docs[3:4], 100, 10, "chars") and len(chunked[0]) > 3
+    sent = (pieces, chunked)
+    assert [op for op, _, _ in pickletools.genops(pickle.dumps(sent, protocol=2)) if op.name == "GLOBAL"] == []
+    assert b"kernel.batch.worker" in cloudpickle.dumps(chunk_piece) and len(cloudpickle.dumps(chunk_piece)) < 200
 
 
 @pytest.mark.llama_server

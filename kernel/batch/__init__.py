@@ -1,5 +1,6 @@
 """Batch runs: a function, or a plan, over thousands to millions of records, in this
-process (asyncio) or on a Ray cluster; and memory ingestion with its embedding on Ray.
+process (asyncio) or on a Ray cluster; and memory ingestion with its chunking and
+embedding on Ray.
 
     records        streaming readers (.jsonl, .csv, .parquet), record ids, argument keys
     work           one record's work on a kernel, as plain data (Outcome)
@@ -7,8 +8,9 @@ process (asyncio) or on a Ray cluster; and memory ingestion with its embedding o
     runner         run_batch, BatchReport: read, skip, chunk, bound, write
     executors      the asyncio executor; choosing one
     ray_executor   chunks as Ray tasks, a cluster connection
-    worker         what a Ray worker runs: its own kernel from the driver's configuration
-    ingest         memory_for: SemanticMemory with its embedding spread over Ray workers
+    worker         what a Ray worker runs: its own kernel from the driver's configuration;
+                   the chunking of documents to ingest
+    ingest         memory_for: SemanticMemory with its chunking and embedding spread over Ray workers
     progress       the progress bar and the summary
 
 `Kernel.batch(function, records, ...)` and `kernel batch FUNCTION --input ... --output ...`
@@ -23,7 +25,7 @@ from .._exports import lazy_exports
 
 if TYPE_CHECKING:
     from .executors import EXECUTORS, AsyncioExecutor, Executor, make_executor
-    from .ingest import ClusterEmbedding, memory_for
+    from .ingest import ClusterChunker, ClusterEmbedding, memory_for
     from .output import BatchResult, ResumeState, companion_paths
     from .progress import summary_line
     from .ray_executor import RayCluster, RayExecutor
@@ -38,6 +40,7 @@ __all__ = [
     "AsyncioExecutor",
     "BatchReport",
     "BatchResult",
+    "ClusterChunker",
     "ClusterEmbedding",
     "Executor",
     "KernelSpec",
@@ -58,7 +61,7 @@ __all__ = [
 
 _LOCATIONS = {
     **dict.fromkeys(("EXECUTORS", "AsyncioExecutor", "Executor", "make_executor"), "executors"),
-    **dict.fromkeys(("ClusterEmbedding", "memory_for"), "ingest"),
+    **dict.fromkeys(("ClusterChunker", "ClusterEmbedding", "memory_for"), "ingest"),
     **dict.fromkeys(("BatchResult", "ResumeState", "companion_paths"), "output"),
     "summary_line": "progress",
     **dict.fromkeys(("RayCluster", "RayExecutor"), "ray_executor"),

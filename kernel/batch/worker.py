@@ -1,9 +1,10 @@
 """The code a worker process of a cluster runs: it builds its own `Kernel` from a
 `KernelSpec` (the driver's effective configuration, as data, and its plugin folders),
-once per process, and runs chunks of records, or embeds chunks of texts, on it.
+once per process, and runs chunks of records, or embeds chunks of texts, on it; or splits
+documents into memory records (`chunk_piece`, which needs no kernel).
 
 Nothing but data reaches a worker: the spec, the target (a function's name or a plan's
-JSON), the records' arguments. No kernel, SDK client or connection is pickled; each
+JSON), the records' arguments, the documents' texts and metadata. No kernel, SDK client or connection is pickled; each
 worker opens its own, through the same configuration and the same connectors.
 """
 
@@ -22,8 +23,9 @@ from .work import Outcome, Target, resolve_target, run_many
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
+    from ..memory import ChunkedRecord, Unit
 
-__all__ = ["KernelSpec", "embed_chunk", "embedding_info", "kernel_spec", "run_chunk"]
+__all__ = ["KernelSpec", "chunk_piece", "embed_chunk", "embedding_info", "kernel_spec", "run_chunk"]
 
 KEY_VARIABLES_SUFFIX = "_API_KEY"
 
@@ -143,3 +145,14 @@ def embed_chunk(spec: KernelSpec, service: str | None, texts: Sequence[str]) -> 
     asyncio.set_event_loop(loop)
     vectors = loop.run_until_complete(kernel.services.embedding(service).embed(list(texts)))
     return [[float(x) for x in vector] for vector in vectors]
+
+
+def chunk_piece(documents: Sequence[Sequence[Any]], chunk_size: int, overlap: int,
+                unit: Unit) -> tuple[int, list[list[ChunkedRecord]]]:
+    """Split a piece of documents, each a plain tuple (source, text, metadata, markdown,
+    key), with `kernel.memory.chunk_documents`, as in-process ingestion does: this
+    process's id, and each document's records as (id, text, metadata) tuples, in order."""
+    from ..memory import ChunkSource, check_chunking, chunk_documents
+
+    check_chunking(chunk_size, overlap, unit)
+    return os.getpid(), chunk_documents([ChunkSource(*doc) for doc in documents], chunk_size, overlap, unit)
