@@ -25,6 +25,10 @@ MAX_RANGE_TOTAL = 100_000
 MAX_POWER_BITS = 4096
 MAX_NESTING = 200
 MAX_CAPTURED_CHARS = 24 * MAX_OUTPUT_CHARS
+MAX_STRING_ITEMS = 100_000
+"""Characters of one string that `join`, `sum` or `str.join` may take as separate items: a
+character outside Latin-1 becomes an object of about 80 bytes, so a string turned into a
+list costs up to 80 times its text before any size check could see the result."""
 """Text one render may print and capture in all, escaping counted at its worst (6 characters
 for 1): output captured in macro bodies, `{% set %}` and `{% filter %}` blocks and `caller()`
 never reaches the output cap, so all printed text has this budget too."""
@@ -308,6 +312,14 @@ def str_method_size(text: str, name: str, args: tuple[Any, ...], kwargs: dict[st
     return len(text)
 
 
+def string_items(value: Any, what: str) -> list[Any]:
+    """`list(value)`, refusing a string longer than MAX_STRING_ITEMS characters."""
+    if isinstance(value, str) and len(value) > MAX_STRING_ITEMS:
+        raise SecurityError(f"{what} over the characters of a {len(value):,}-character string: more than "
+                            f"{MAX_STRING_ITEMS:,} items")
+    return list(value)
+
+
 def guard_str_method(method: Any, text: str) -> Callable[..., Any] | None:
     """`method` of `text` checked by its size model, or None if it cannot grow `text` at all."""
     name = method.__name__
@@ -316,7 +328,7 @@ def guard_str_method(method: Any, text: str) -> Callable[..., Any] | None:
 
     def checked(*args: Any, **kwargs: Any) -> Any:
         if name == "join" and args:
-            args = (list(args[0]), *args[1:])  # an iterator is read once, here
+            args = (string_items(args[0], "str.join"), *args[1:])  # an iterator is read once, here
         size = str_method_size(text, name, args, kwargs)
         if size > len(text):
             check_size(size, f"str.{name}")

@@ -48,6 +48,7 @@ from .bounds import (
     printed_size,
     spend_printed,
     str_method_size,
+    string_items,
     text_size,
     weight,
 )
@@ -56,10 +57,10 @@ _TEXT_FILTERS = frozenset({"capitalize", "e", "escape", "forceescape", "lower", 
                            "truncate", "upper", "urlencode", "urlize", "wordcount", "xmlattr"})
 
 
-def _listed(value: Any, then: Callable[[list[Any]], Any]) -> Any:
+def _listed(value: Any, then: Callable[[list[Any]], Any], what: str) -> Any:
     """`then(list(value))`, awaitable for an async generator (a filter chain, async rendering)."""
     if not hasattr(value, "__aiter__"):
-        return then(list(value))
+        return then(string_items(value, what))
 
     async def collect() -> Any:
         from jinja2.async_utils import auto_to_list
@@ -87,7 +88,7 @@ def _guarded_filters() -> dict[str, Callable[..., Any]]:
         return _filters.sync_do_join(eval_ctx, items, d, attribute)
 
     def join(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> Any:
-        return _listed(value, lambda items: join_checked(eval_ctx, items, d, attribute))
+        return _listed(value, lambda items: join_checked(eval_ctx, items, d, attribute), "join")
 
     def replace(eval_ctx: Any, s: Any, old: str, new: str, count: int | None = None) -> str:
         marked = eval_ctx.autoescape and not isinstance(s, Markup) and (
@@ -122,7 +123,7 @@ def _guarded_filters() -> dict[str, Callable[..., Any]]:
         return _filters.sync_do_sum(environment, items, attribute, start)
 
     def sum_(environment: Any, iterable: Any, attribute: Any = None, start: Any = 0) -> Any:
-        return _listed(iterable, lambda items: sum_checked(environment, items, attribute, start))
+        return _listed(iterable, lambda items: sum_checked(environment, items, attribute, start), "sum")
 
     def tojson(eval_ctx: Any, value: Any, indent: Any = None) -> Any:
         # Indented JSON repeats the indent on every line at every depth: bound it up front.

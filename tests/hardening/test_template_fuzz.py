@@ -132,6 +132,9 @@ def method_calls(draw: st.DrawFn) -> tuple[str, str, tuple[Any, ...], dict[str, 
 @example(call=("A" * 300_000, "translate", ({65: "x" * 10**5},), {}), markup=False, access="dot", then="|length")
 @example(call=("\t" * 1000, "expandtabs", (), {"tabsize": 10**7}), markup=False, access="dot", then="|length")
 @example(call=("{0}" * 300_000, "format", ("x" * 10**5,), {}), markup=True, access="attr", then="|length")
+# a long string joined character by character: an object of ~80 bytes per character outside Latin-1
+@example(call=("\u65e5" * 300_000, "center", (600_000, "\u65e5"), {}), markup=False, access="dot",
+         then="|join(v)|length")
 async def test_random_str_method_calls_are_bounded(call: tuple[str, str, tuple[Any, ...], dict[str, Any]],
                                                    markup: bool, access: str, then: str) -> None:
     value, method, args, kwargs = call
