@@ -90,6 +90,9 @@ def _guarded_filters() -> dict[str, Callable[..., Any]]:
     def join(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> Any:
         return _listed(value, lambda items: join_checked(eval_ctx, items, d, attribute), "join")
 
+    def list_(_passed: Any, value: Any) -> Any:  # Jinja's `list` takes the environment first (async variant)
+        return _listed(value, lambda items: items, "list")
+
     def replace(eval_ctx: Any, s: Any, old: str, new: str, count: int | None = None) -> str:
         marked = eval_ctx.autoescape and not isinstance(s, Markup) and (
             hasattr(old, "__html__") or hasattr(new, "__html__"))  # as do_replace decides
@@ -138,7 +141,7 @@ def _guarded_filters() -> dict[str, Callable[..., Any]]:
         return _filters.do_wordwrap(environment, s, width, break_long_words, wrapstring, break_on_hyphens)
 
     guarded: dict[str, Callable[..., Any]] = {
-        "center": center, "indent": indent, "join": join, "replace": replace, "format": format_,
+        "center": center, "indent": indent, "join": join, "list": list_, "replace": replace, "format": format_,
         "batch": batch, "slice": slice_, "string": string, "sum": sum_, "tojson": tojson,
         "wordwrap": wordwrap,
     }
@@ -146,7 +149,7 @@ def _guarded_filters() -> dict[str, Callable[..., Any]]:
         pass_arg = getattr(_filters.FILTERS[name], "jinja_pass_arg", None)
         if pass_arg is not None:
             wrapper.jinja_pass_arg = pass_arg  # type: ignore[attr-defined]
-        if name in ("join", "sum"):  # may return a coroutine: no compile-time folding
+        if name in ("join", "list", "sum"):  # may return a coroutine: no compile-time folding
             wrapper.jinja_async_variant = True  # type: ignore[attr-defined]
     for name, original in _filters.FILTERS.items():
         if name in guarded or name in ("length", "count", "first", "last", "default", "d"):

@@ -118,7 +118,8 @@ BOMBS = {
     "repeat in loop -> output cap": "{% for i in range(100000) %}{{ 'A' * 100000 }}{% endfor %}",
     "comprehension-like for": "{% for a in range(100) %}{% for b in range(100) %}{% for c in range(100) %}"
     "{{ a }}{% endfor %}{% endfor %}{% endfor %}",
-    "huge join": "{{ ('A' * 999999)|list|join('B' * 999999) }}",
+    "huge join": "{{ ('A' * 99999)|list|join('B' * 999999) }}",
+    "long string as items": "{{ ('\\u65e5' * 999999)|list|length }}",
     "str.join": S + "{{ s.join([s, s, s]) }}",
     "concat ~": S + "{{ s ~ s ~ s }}",
     "list repeat of big item": S + "{{ [s] * 999999 }}",
@@ -204,6 +205,7 @@ RECURSION_LIMIT = "recursion too deep"
 PRINTED_LIMIT = "the text this render prints .* exceeds"
 ALLOWLIST = r"access to attribute '\w+' of '\w+' object is unsafe"
 LIMIT_OF = {
+    "long string as items": "more than 100,000 items",
     "power tower": POWER_LIMIT,
     "big power": POWER_LIMIT,
     "int * int": POWER_LIMIT,
@@ -463,3 +465,21 @@ def test_filter_keyword_arguments_are_bounded_before_allocation(source: str) -> 
 async def _render_text(source: str) -> str:
     k = Kernel(settings=KernelSettings(), load_entry_points=False, builtins=False)
     return await PromptFunction.from_template(source, name="bomb", plugin="t").render(k, {})
+
+
+@pytest.mark.parametrize("source", ["{{ v|list|length }}", "{{ v|join(',')|length }}", "{{ ','.join(v)|length }}"])
+async def test_a_long_string_is_not_taken_apart_character_by_character(source: str) -> None:
+    """Each character outside Latin-1 becomes an object of ~80 bytes: refused past MAX_STRING_ITEMS."""
+    from kernel.prompts.bounds import MAX_STRING_ITEMS
+
+    template = TEMPLATES.get(source, "items")
+    tracemalloc.start()
+    try:
+        with pytest.raises(TemplateError, match="more than 100,000 items"):
+            await template.render({"v": "\u65e5" * (MAX_STRING_ITEMS + 1)}, {})
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+    assert peak < 4, f"{peak:.1f} MiB"
+    short = "\u65e5" * 1000  # an ordinary string still splits
+    assert int(await template.render({"v": short}, {})) >= 1000
