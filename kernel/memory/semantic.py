@@ -234,13 +234,13 @@ class SemanticMemory:
     ) -> IngestReport:
         """Chunk, embed what is not stored yet, upsert; then prune within `scopes`. A
         document's third item is the name its record ids hash (`root/path` for files)."""
+        work = self._store(docs, collection, chunk_size, overlap, unit, progress, prune, scopes, protected,
+                           from_files=from_files)
         events = _usage.recorder(getattr(self.embedding, "registry", None))
         if events is None:
-            return await self._store(docs, collection, chunk_size, overlap, unit, progress, prune, scopes, protected,
-                                     from_files=from_files)
+            return await work
         with events.memory_ingest(collection, self.store) as event:  # a sink is on (kernel.events)
-            report = await self._store(docs, collection, chunk_size, overlap, unit, progress, prune, scopes,
-                                       protected, from_files=from_files)
+            report = await work
             event.counts = {"files": report.files, "chunks": report.chunks, "added": report.added,
                             "skipped": report.skipped, "removed": report.removed}
         return report
